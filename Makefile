@@ -1,0 +1,38 @@
+PYTHON ?= python3
+VENV ?= .venv
+VPY = $(VENV)/bin/python
+
+.PHONY: test serve demo interop test-browser soak bench venv clean
+
+# The stdlib suite: no installs, no network beyond loopback.
+test:
+	$(PYTHON) -m unittest discover -s tests -v
+
+serve:
+	$(PYTHON) -m alsserve --web-folder alsserve-web --port 8000
+
+demo:
+	$(PYTHON) -m alsserve --demo
+
+$(VPY):
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --upgrade pip
+
+venv: $(VPY)
+	$(VPY) -m pip install -q -r tests/requirements-extra.txt
+
+# Real peers: websockets, aiohttp, vermin, a QR decoder, a network namespace.
+interop: venv
+	$(VPY) -m unittest discover -s tests/interop -p 'interop_*.py' -v
+
+test-browser: venv
+	$(VPY) -m unittest discover -s tests/browser -p 'test_*.py' -v
+
+soak:
+	$(PYTHON) -m unittest discover -s tests/soak -p 'soak_*.py' -v
+
+bench: venv
+	$(VPY) tests/bench/run.py
+
+clean:
+	rm -rf $(VENV) build alsserve-web

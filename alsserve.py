@@ -1,0 +1,1936 @@
+"""alsserve: the live image server of Astro Live Stacker, in one module.
+
+Amateur astronomers stack telescope frames live; alsserve publishes the latest
+stacked JPEG (``web_image.jpg``) and the session metrics (``data.json``) from a
+web folder, and tells every connected browser over a WebSocket (``/ws``) the
+moment a new image is ready, so phones around the telescope see the image grow
+without polling.
+
+Standard library only, Python >= 3.8. Use it three ways::
+
+    python -m alsserve --demo                      # try it
+    python -m alsserve -d /path/to/web/folder      # next to any stacking program
+
+    import alsserve                                # from ALS or any program
+    server = alsserve.ImageServer("/path/to/web/folder", port=8000)
+    url = server.start()
+    server.publish_image(jpeg_bytes)               # atomic write + notify
+    server.update_metrics(stack_size=12, total_exposure_seconds=360)
+    server.stop()
+
+The module reads top to bottom, one section per layer, each using only what
+is above it:
+
+1. constants, errors, small helpers
+2. HTTP: request parsing (pure), path resolution, responses
+3. WebSocket: handshake and framing (sans-I/O)
+4. connections on asyncio streams (HTTP keep-alive loop, WebSocket sessions)
+5. web folder publishing (assets, data.json, the image, atomic writes)
+6. controller (thread, port bind, displayed address, start/stop, notify)
+7. command line (``main()``), with the terminal QR code, watch and demo modes
+"""
+
+import argparse
+import asyncio
+import base64
+import codecs
+import email.utils
+import enum
+import errno
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import threading
+import time
+import unicodedata
+from datetime import timedelta
+from urllib.parse import unquote_to_bytes
+
+__version__ = "1.0.0"
+
+__all__ = [
+    "PortInUseError", "WebServerOnLoopback", "HTTPError", "WebSocketProtocolError",
+    "ImageServer", "list_ipv4_addresses", "resolve_displayed_address",
+    "Server", "get_host_ip", "is_port_in_use", "main",
+]
+
+log = logging.getLogger("alsserve")
+
+
+# =============================================================================
+# 1. Constants, errors, small helpers
+# =============================================================================
+
+DEFAULT_PORT = 8000
+PORT_RANGE = (1024, 65535)
+
+IMAGE_NAME = "web_image.jpg"
+METRICS_NAME = "data.json"
+WAITING_IMAGE_NAME = "waiting.jpg"
+INDEX_NAME = "index.html"
+DEFAULT_ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+# Folders of the assets bundle that START does not publish (our demo frames).
+UNPUBLISHED_ASSET_FOLDERS = ("demo",)
+
+# HTTP limits: never read an unbounded amount from a client.
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_FIELDS = 100
+HEADER_TIMEOUT = 10.0        # a new connection must send a complete head within this
+KEEPALIVE_TIMEOUT = 15.0     # an idle keep-alive connection is closed after this
+MAX_CONNECTIONS = 4000       # HTTP + WebSocket connections together; beyond: 503
+
+# File cache: every served file up to CACHE_FILE_LIMIT is kept in memory, shared
+# by all concurrent downloads and re-read only when its stat changes.
+CACHE_FILE_LIMIT = 32 * 1024 * 1024
+CACHE_TOTAL_LIMIT = 96 * 1024 * 1024
+STREAM_CHUNK = 256 * 1024
+# A JPEG being rewritten in place is re-read until two stats agree and it ends
+# with its EOI marker; meanwhile the previous complete copy is served.
+STABLE_READ_ATTEMPTS = 50
+STABLE_READ_PAUSE = 0.02
+
+# WebSocket defaults.
+WS_PATH = "/ws"
+WS_MAX_CLIENTS = 2000            # leaves headroom above 1000-client star parties
+WS_MAX_MESSAGE = 64 * 1024       # clients send tiny messages or none
+WS_PING_INTERVAL = 20.0          # a client silent for 2 intervals is dropped
+WS_SEND_TIMEOUT = 10.0           # a client that cannot drain this long is dropped
+WS_CLOSE_TIMEOUT = 2.0           # wait this long for the peer's Close
+
+STOP_GRACE = 2.0
+
+
+class PortInUseError(RuntimeError):
+    """The configured port cannot be bound (ALS compatible name)."""
+
+
+class WebServerOnLoopback(Exception):
+    """The displayed address is a loopback address (ALS compatible name)."""
+
+
+class HTTPError(Exception):
+    """An HTTP request that gets an error response instead of a file.
+
+    ``close`` says whether the connection must be closed after the reply
+    (the request stream can no longer be trusted).
+    """
+
+    def __init__(self, status, detail="", close=False, headers=()):
+        super().__init__(status, detail)
+        self.status = status
+        self.detail = detail
+        self.close = close
+        self.headers = list(headers)
+
+
+def http_date(timestamp=None):
+    """An IMF-fixdate (RFC 9110 section 5.6.7) for the given time (now by default)."""
+    return email.utils.formatdate(timestamp, usegmt=True)
+
+
+def format_exposure(total_exposure_seconds):
+    """EXPO as ALS writes it: H:MM:SS of the rounded total exposure."""
+    return str(timedelta(seconds=int(round(total_exposure_seconds))))
+
+
+def metrics_json(stack_size, total_exposure_seconds):
+    """The exact data.json text ALS writes: {"STACK_SIZE": n, "EXPO": "H:MM:SS"}."""
+    return json.dumps({"STACK_SIZE": stack_size, "EXPO": format_exposure(total_exposure_seconds)})
+
+
+def is_complete_jpeg(data):
+    """True when data starts with SOI and ends with EOI (not a half-written JPEG)."""
+    return data[:2] == b"\xff\xd8" and data.rstrip(b"\0")[-2:] == b"\xff\xd9"
+
+
+# =============================================================================
+# 2. HTTP: request parsing (pure: bytes in, request or HTTPError out), responses
+# =============================================================================
+
+# RFC 9110 section 15: the reason phrases we send.
+REASONS = {
+    101: "Switching Protocols", 200: "OK", 206: "Partial Content",
+    304: "Not Modified", 400: "Bad Request", 404: "Not Found",
+    405: "Method Not Allowed", 413: "Content Too Large", 414: "URI Too Long",
+    416: "Range Not Satisfiable", 426: "Upgrade Required",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    503: "Service Unavailable", 505: "HTTP Version Not Supported",
+}
+
+ALLOWED_METHODS = ("GET", "HEAD")
+
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8", ".htm": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8", ".json": "application/json; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8", ".svg": "image/svg+xml; charset=utf-8",
+    ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+    ".ico": "image/x-icon", ".webp": "image/webp",
+}
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+# RFC 9110 section 5.6.2: token characters (method and header field names).
+_TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789"
+                         b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+# Field values: visible ASCII, space, tab and obs-text; never CR, LF or NUL.
+_BAD_VALUE_CHARS = frozenset(range(0, 32)) - {9} | {127}
+
+# Segments Windows would map to devices, whatever the extension.
+_WINDOWS_DEVICE_NAMES = frozenset(
+    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
+    + ["COM%d" % i for i in range(10)] + ["LPT%d" % i for i in range(10)])
+
+
+def content_type_for(name):
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), DEFAULT_CONTENT_TYPE)
+
+
+class Request:
+    """One parsed request head. Header names are lower-cased; values kept as sent."""
+
+    __slots__ = ("method", "target", "version", "headers")
+
+    def __init__(self, method, target, version, headers):
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers          # list of (lower-case name, value)
+
+    def header(self, name, default=None):
+        """The value of a header that must not repeat (None when absent)."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def header_tokens(self, name):
+        """All comma-separated tokens of a list header, lower-cased."""
+        tokens = []
+        for key, value in self.headers:
+            if key == name:
+                tokens.extend(t.strip().lower() for t in value.split(",") if t.strip())
+        return tokens
+
+    @property
+    def path(self):
+        return self.target.split("?", 1)[0].split("#", 1)[0]
+
+    @property
+    def keep_alive(self):
+        tokens = self.header_tokens("connection")
+        if self.version == "HTTP/1.0":
+            return "keep-alive" in tokens
+        return "close" not in tokens
+
+    def __repr__(self):
+        return "Request(%r, %r, %r)" % (self.method, self.target, self.version)
+
+
+def parse_request(head):
+    """Parse a request head (bytes up to and including the blank line).
+
+    Returns a Request or raises HTTPError with the status to answer. Enforces
+    the size limits, rejects anything that could smuggle a second request
+    (bodies, CL+TE, obs-fold, bare CR or LF) and requires Host on HTTP/1.1.
+    """
+    line_end = head.find(b"\r\n")
+    if line_end < 0:
+        if len(head) > MAX_REQUEST_LINE:
+            raise HTTPError(414, "request line too long", close=True)
+        raise HTTPError(400, "incomplete request line", close=True)
+    if line_end > MAX_REQUEST_LINE:
+        raise HTTPError(414, "request line too long", close=True)
+    if len(head) - line_end - 2 > MAX_HEADER_BYTES:
+        raise HTTPError(431, "header section too large", close=True)
+    if not head.endswith(b"\r\n\r\n"):
+        raise HTTPError(400, "header section not terminated by a blank line", close=True)
+
+    request_line = head[:line_end]
+    parts = request_line.split(b" ")
+    if len(parts) != 3 or not all(parts):
+        raise HTTPError(400, "malformed request line", close=True)
+    method, target, version = parts
+    if not all(c in _TOKEN_CHARS for c in method):
+        raise HTTPError(400, "malformed method", close=True)
+    if any(c <= 32 or c >= 127 for c in target):
+        raise HTTPError(400, "malformed request target", close=True)
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if len(version) == 8 and version[:5] == b"HTTP/" and version[5:6].isdigit() \
+                and version[6:7] == b"." and version[7:8].isdigit():
+            raise HTTPError(505, "only HTTP/1.0 and HTTP/1.1 are served", close=True)
+        raise HTTPError(400, "malformed HTTP version", close=True)
+
+    headers = []
+    lines = head[line_end + 2:-4].split(b"\r\n") if len(head) > line_end + 4 else []
+    if len(lines) > MAX_HEADER_FIELDS:
+        raise HTTPError(431, "too many header fields", close=True)
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or not name:
+            raise HTTPError(400, "malformed header field", close=True)
+        if not all(c in _TOKEN_CHARS for c in name):
+            # Covers obs-fold (leading space), spaces before the colon, bare CR/LF.
+            raise HTTPError(400, "malformed header field name", close=True)
+        value = value.strip(b" \t")
+        if any(c in _BAD_VALUE_CHARS for c in value):
+            raise HTTPError(400, "control character in header field", close=True)
+        headers.append((name.decode("ascii").lower(), value.decode("latin-1")))
+
+    request = Request(method.decode("ascii"), target.decode("ascii"),
+                      version.decode("ascii"), headers)
+    _check_framing(request)
+    if request.version == "HTTP/1.1" and sum(1 for k, _ in headers if k == "host") != 1:
+        raise HTTPError(400, "HTTP/1.1 requires exactly one Host header", close=True)
+    return request
+
+
+def _check_framing(request):
+    """Refuse request bodies: this server reads none, so any body would be
+    parsed as the next request (RFC 9112 section 6.3, request smuggling)."""
+    lengths = [v for k, v in request.headers if k == "content-length"]
+    has_te = any(k == "transfer-encoding" for k, _ in request.headers)
+    if has_te and lengths:
+        raise HTTPError(400, "both Content-Length and Transfer-Encoding", close=True)
+    if has_te:
+        raise HTTPError(400, "request bodies are not accepted", close=True)
+    if len(lengths) > 1:
+        raise HTTPError(400, "duplicate Content-Length", close=True)
+    if lengths:
+        if not lengths[0].isdigit() or not lengths[0].isascii():
+            raise HTTPError(400, "malformed Content-Length", close=True)
+        if int(lengths[0]) > 0:
+            raise HTTPError(413, "request bodies are not accepted", close=True)
+
+
+def split_target(target):
+    """The path segments of a request target, decoded once, or HTTPError.
+
+    Pure: no file system. Refuses every shape that could leave the web folder
+    or name something that is not meant to be served: dot segments, encoded
+    separators, backslashes, NUL and control characters, drive letters and
+    stream names, dotfiles, empty segments, Windows device names.
+    """
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if path.startswith(("http://", "https://")):      # absolute-form (RFC 9112 3.2.2)
+        rest = path.split("://", 1)[1]
+        path = rest[rest.find("/"):] if "/" in rest else "/"
+    if not path.startswith("/"):
+        raise HTTPError(400, "request target must start with /")
+    lowered = path.lower()
+    if "%2f" in lowered or "%5c" in lowered or "\\" in path:
+        raise HTTPError(404, "encoded separator or backslash")
+    try:
+        decoded = unquote_to_bytes(path).decode("utf-8")
+    except UnicodeDecodeError:
+        raise HTTPError(400, "path is not valid UTF-8") from None
+    if decoded == "/":
+        return [INDEX_NAME]
+    segments = decoded[1:].split("/")
+    for segment in segments:
+        if not segment:
+            raise HTTPError(404, "empty path segment or directory")
+        if any(ord(c) < 32 or ord(c) == 127 for c in segment):
+            raise HTTPError(400, "control character in path")
+        normal = unicodedata.normalize("NFKC", segment)
+        if normal.startswith(".") or segment.startswith("."):
+            raise HTTPError(404, "dot segment or hidden file")
+        if ":" in normal or "\\" in normal or "/" in normal:
+            raise HTTPError(404, "drive, stream or separator in segment")
+        if segment[-1] in ". " or segment != segment.strip():
+            raise HTTPError(404, "name Windows would alter")
+        if segment.split(".", 1)[0].upper().rstrip() in _WINDOWS_DEVICE_NAMES:
+            raise HTTPError(404, "device name")
+        if len(segment) > 255:
+            raise HTTPError(404, "name too long")
+    return segments
+
+
+def parse_range(value, size):
+    """A single ``bytes=`` range as (start, end_inclusive).
+
+    None means "serve the whole file" (absent, malformed or several ranges,
+    which RFC 9110 section 14.2 lets a server ignore). HTTPError(416) when
+    the range cannot be satisfied.
+    """
+    if not value or not value.startswith("bytes=") or "," in value:
+        return None
+    first, dash, last = value[6:].strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()):
+        return None
+    if (first and not first.isdigit()) or (last and not last.isdigit()):
+        return None
+    if first:
+        start = int(first)
+        end = int(last) if last else size - 1
+        if end < start:
+            return None
+        if start >= size:
+            raise HTTPError(416, "range starts beyond the end",
+                            headers=[("Content-Range", "bytes */%d" % size)])
+        return start, min(end, size - 1)
+    suffix = int(last)
+    if suffix == 0 or size == 0:
+        raise HTTPError(416, "empty suffix range", headers=[("Content-Range", "bytes */%d" % size)])
+    return max(0, size - suffix), size - 1
+
+
+def not_modified(request, etag, mtime):
+    """RFC 9110 section 13.1: If-None-Match wins over If-Modified-Since."""
+    if_none_match = request.header("if-none-match")
+    if if_none_match is not None:
+        tags = [t.strip() for t in if_none_match.split(",")]
+        weak = etag if not etag.startswith("W/") else etag[2:]
+        return "*" in tags or etag in tags or ("W/" + weak) in tags
+    if_modified_since = request.header("if-modified-since")
+    if if_modified_since is not None:
+        try:
+            since = email.utils.parsedate_to_datetime(if_modified_since).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return False
+        return int(mtime) <= since
+    return False
+
+
+class ResponseHead:
+    """Status line and headers of one response, rendered to bytes once."""
+
+    __slots__ = ("status", "headers")
+
+    def __init__(self, status, headers=()):
+        self.status = status
+        self.headers = list(headers)
+
+    def encode(self, date, keep_alive):
+        lines = ["HTTP/1.1 %d %s" % (self.status, REASONS.get(self.status, "Unknown")),
+                 "Date: " + date, "Server: alsserve/" + __version__]
+        lines.extend("%s: %s" % kv for kv in self.headers)
+        if not keep_alive and self.status != 101:
+            lines.append("Connection: close")
+        lines.append("\r\n")
+        return "\r\n".join(lines).encode("latin-1")
+
+
+def error_response(error):
+    """Head and body bytes for an HTTPError: a short text body saying why."""
+    reason = REASONS.get(error.status, "Error")
+    body = ("%d %s\n" % (error.status, reason)).encode("ascii")
+    head = ResponseHead(error.status, [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-cache"),
+        ("X-Content-Type-Options", "nosniff"),
+    ] + error.headers)
+    if error.status == 405:
+        head.headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
+    return head, body
+
+
+# =============================================================================
+# 3. WebSocket: handshake and framing as a sans-I/O core (RFC 6455)
+# =============================================================================
+
+# RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key.
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+WS_VERSION = "13"
+
+
+class Opcode(enum.IntEnum):
+    """RFC 6455 section 5.2: frame opcodes (3-7 and 11-15 are reserved)."""
+    CONTINUATION = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+class CloseCode(enum.IntEnum):
+    """RFC 6455 section 7.4.1: the close codes this server sends or checks."""
+    NORMAL = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS = 1005            # never on the wire
+    ABNORMAL = 1006             # never on the wire
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+
+
+def is_valid_close_code(code):
+    """RFC 6455 section 7.4: codes a peer may send in a Close frame.
+
+    1000-1003 and 1007-1014 are defined (1004 reserved; 1005, 1006 and 1015
+    must never be sent); 3000-4999 are for libraries and applications.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+class WebSocketProtocolError(Exception):
+    """The peer broke RFC 6455; ``code`` is the close code to fail it with."""
+
+    def __init__(self, code, reason):
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason
+
+
+def websocket_accept(key):
+    """RFC 6455 section 4.2.2: Sec-WebSocket-Accept for a Sec-WebSocket-Key."""
+    digest = hashlib.sha1((key + WS_GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def is_websocket_upgrade(request):
+    """The request asks for a protocol upgrade to websocket (any path)."""
+    return "websocket" in request.header_tokens("upgrade")
+
+
+def websocket_handshake(request):
+    """Validate an opening handshake (RFC 6455 section 4.2.1).
+
+    Returns the 101 ResponseHead, or raises HTTPError: 426 for a version
+    other than 13 or a plain GET without upgrade, 400 for any other defect.
+    No extension and no subprotocol is negotiated: offers are ignored.
+    """
+    if request.method != "GET" or request.version != "HTTP/1.1":
+        raise HTTPError(400, "WebSocket handshake needs GET and HTTP/1.1")
+    if not is_websocket_upgrade(request):
+        raise HTTPError(426, "this is a WebSocket endpoint",
+                        headers=[("Upgrade", "websocket"), ("Sec-WebSocket-Version", WS_VERSION)])
+    if "upgrade" not in request.header_tokens("connection"):
+        raise HTTPError(400, "Connection header lacks upgrade")
+    versions = [v for k, v in request.headers if k == "sec-websocket-version"]
+    if versions != [WS_VERSION]:
+        raise HTTPError(426, "unsupported WebSocket version",
+                        headers=[("Sec-WebSocket-Version", WS_VERSION)])
+    keys = [v for k, v in request.headers if k == "sec-websocket-key"]
+    if len(keys) != 1:
+        raise HTTPError(400, "missing or repeated Sec-WebSocket-Key")
+    key = keys[0].strip()
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 16:
+        raise HTTPError(400, "Sec-WebSocket-Key is not base64 of 16 bytes")
+    return ResponseHead(101, [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                              ("Sec-WebSocket-Accept", websocket_accept(key))])
+
+
+def mask_bytes(mask, data):
+    """XOR data with the 4-byte mask (RFC 6455 section 5.3), fast for any length."""
+    length = len(data)
+    if not length:
+        return b""
+    repeated = (mask * (length // 4 + 1))[:length]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
+
+
+def build_frame(opcode, payload=b"", fin=True, mask=None, rsv=0):
+    """One frame as bytes. Servers send unmasked frames; ``mask`` (4 bytes)
+    builds client frames for tests and peers."""
+    first = (0x80 if fin else 0) | (rsv << 4) | int(opcode)
+    mask_bit = 0x80 if mask is not None else 0
+    length = len(payload)
+    if length < 126:
+        head = bytes((first, mask_bit | length))
+    elif length < 65536:
+        head = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
+    if mask is None:
+        return head + payload
+    return head + mask + mask_bytes(mask, payload)
+
+
+def build_close(code=None, reason=""):
+    """A Close frame; no code gives an empty payload."""
+    if code is None:
+        return build_frame(Opcode.CLOSE)
+    return build_frame(Opcode.CLOSE, int(code).to_bytes(2, "big") + reason.encode("utf-8")[:123])
+
+
+def build_text(text):
+    return build_frame(Opcode.TEXT, text.encode("utf-8"))
+
+
+class Message:
+    """A complete data message (TEXT as str, BINARY as bytes)."""
+    __slots__ = ("opcode", "data")
+
+    def __init__(self, opcode, data):
+        self.opcode, self.data = opcode, data
+
+
+class Ping:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload):
+        self.payload = payload
+
+
+class Pong:
+    __slots__ = ("payload",)
+
+    def __init__(self, payload):
+        self.payload = payload
+
+
+class Close:
+    """A Close frame received; code None when the peer sent no status."""
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code, reason):
+        self.code, self.reason = code, reason
+
+
+class FrameParser:
+    """Bytes from a client in, events out: Message, Ping, Pong, Close.
+
+    Enforces RFC 6455 for a server: every frame masked, RSV bits clear (no
+    extension is negotiated), known opcodes, control frames short and
+    unfragmented, fragments in order, text valid UTF-8 (checked as each
+    fragment arrives), messages no larger than ``max_message`` (refused from
+    the frame header, before the payload is buffered). Any violation raises
+    WebSocketProtocolError carrying the close code to answer with.
+    """
+
+    def __init__(self, max_message=WS_MAX_MESSAGE):
+        self.max_message = max_message
+        self._buffer = bytearray()
+        self._fragments = None          # list of payloads of an open message
+        self._fragment_opcode = None
+        self._fragment_size = 0
+        self._utf8 = None
+        self.closed = False             # a Close was received: ignore the rest
+
+    def feed(self, data):
+        """Add received bytes; return the list of complete events."""
+        if self.closed:
+            return []
+        self._buffer += data
+        events = []
+        while not self.closed:
+            event = self._next_frame()
+            if event is None:
+                break
+            if event is not True:
+                events.append(event)
+        return events
+
+    def _next_frame(self):
+        buf = self._buffer
+        if len(buf) < 2:
+            return None
+        first, second = buf[0], buf[1]
+        fin, rsv, opcode = first & 0x80, first & 0x70, first & 0x0F
+        length = second & 0x7F
+        if rsv:
+            raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "RSV bits set without extension")
+        if opcode not in Opcode._value2member_map_:
+            raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "reserved opcode %d" % opcode)
+        if not second & 0x80:
+            raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "client frame not masked")
+        is_control = opcode >= 0x8
+        if is_control and (not fin or length > 125):
+            raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR,
+                                         "control frame fragmented or longer than 125 bytes")
+        offset = 2
+        if length == 126:
+            if len(buf) < 4:
+                return None
+            length = int.from_bytes(buf[2:4], "big")
+            offset = 4
+        elif length == 127:
+            if len(buf) < 10:
+                return None
+            length = int.from_bytes(buf[2:10], "big")
+            if length >> 63:
+                raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "64-bit length with top bit set")
+            offset = 10
+        if not is_control:
+            if opcode == Opcode.CONTINUATION and self._fragments is None:
+                raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "continuation without a message")
+            if opcode != Opcode.CONTINUATION and self._fragments is not None:
+                raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "new message inside a fragmented one")
+            if self._fragment_size + length > self.max_message:
+                raise WebSocketProtocolError(CloseCode.MESSAGE_TOO_BIG,
+                                             "message larger than %d bytes" % self.max_message)
+        end = offset + 4 + length
+        if len(buf) < end:
+            return None
+        mask = bytes(buf[offset:offset + 4])
+        payload = mask_bytes(mask, bytes(buf[offset + 4:end]))
+        del buf[:end]
+        if is_control:
+            return self._control(opcode, payload)
+        return self._data(opcode, payload, fin)
+
+    def _control(self, opcode, payload):
+        if opcode == Opcode.PING:
+            return Ping(payload)
+        if opcode == Opcode.PONG:
+            return Pong(payload)
+        self.closed = True
+        if not payload:
+            return Close(None, "")
+        if len(payload) == 1:
+            raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "close payload of 1 byte")
+        code = int.from_bytes(payload[:2], "big")
+        if not is_valid_close_code(code):
+            raise WebSocketProtocolError(CloseCode.PROTOCOL_ERROR, "invalid close code %d" % code)
+        try:
+            reason = payload[2:].decode("utf-8")
+        except UnicodeDecodeError:
+            raise WebSocketProtocolError(CloseCode.INVALID_DATA, "close reason not UTF-8") from None
+        return Close(code, reason)
+
+    def _data(self, opcode, payload, fin):
+        if opcode != Opcode.CONTINUATION:
+            self._fragments, self._fragment_opcode, self._fragment_size = [], opcode, 0
+            self._utf8 = codecs.getincrementaldecoder("utf-8")() if opcode == Opcode.TEXT else None
+        self._fragment_size += len(payload)
+        if self._utf8 is not None:
+            try:
+                self._fragments.append(self._utf8.decode(payload, final=bool(fin)))
+            except UnicodeDecodeError:
+                raise WebSocketProtocolError(CloseCode.INVALID_DATA, "text message not UTF-8") from None
+        else:
+            self._fragments.append(payload)
+        if not fin:
+            return True
+        joiner = "" if self._utf8 is not None else b""
+        message = Message(self._fragment_opcode, joiner.join(self._fragments))
+        self._fragments, self._fragment_opcode, self._utf8, self._fragment_size = None, None, None, 0
+        return message
+
+
+# =============================================================================
+# 4. Connections on asyncio streams: HTTP keep-alive loop, WebSocket sessions
+# =============================================================================
+
+# The stream reader may buffer one maximal head, never more.
+READER_LIMIT = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4
+LISTEN_BACKLOG = 1024
+NEW_IMAGE_MESSAGE = json.dumps({"type": "new_image"})
+DISCONNECT_MESSAGE = json.dumps({"type": "disconnect"})
+
+
+class FileSnapshot:
+    """One complete, consistent copy of a served file."""
+
+    __slots__ = ("key", "body", "etag", "mtime", "last_modified")
+
+    def __init__(self, key, body, mtime):
+        self.key = key                  # (inode, size, mtime_ns) of the copy
+        self.body = body
+        self.mtime = mtime
+        self.etag = '"%x-%x-%x"' % key
+        self.last_modified = http_date(mtime)
+
+
+def stat_key(st):
+    return st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def read_snapshot(path):
+    """Read a file and say whether the copy is consistent: (key, body, stable).
+
+    Stable means the file did not change while it was read (same inode,
+    size and mtime before and after) and, for a JPEG, that it is complete:
+    ALS's Save module rewrites web_image.jpg in place, so a read can land in
+    the middle of a write.
+    """
+    with open(path, "rb") as f:
+        before = os.fstat(f.fileno())
+        body = f.read(before.st_size + 1)
+        after = os.fstat(f.fileno())
+    key = stat_key(after)
+    stable = stat_key(before) == key and len(body) == after.st_size
+    if stable and content_type_for(path) == "image/jpeg":
+        stable = is_complete_jpeg(body)
+    return key, body, after.st_mtime, stable
+
+
+class FileCache:
+    """Snapshots of served files shared by all concurrent downloads.
+
+    A file is read once per change (its stat key), by one task however many
+    clients ask for it at once; while a JPEG is being rewritten the previous
+    complete copy keeps being served. Least recently used copies are evicted
+    beyond ``total_limit`` bytes.
+    """
+
+    def __init__(self, file_limit=CACHE_FILE_LIMIT, total_limit=CACHE_TOTAL_LIMIT):
+        self.file_limit = file_limit
+        self.total_limit = total_limit
+        self._entries = {}              # path -> FileSnapshot (dict order = LRU order)
+        self._loading = {}              # path -> Task reading the file
+        self._total = 0
+        self.disk_reads = 0
+
+    async def get(self, path, st):
+        entry = self._entries.get(path)
+        if entry is not None and entry.key == stat_key(st):
+            self._entries[path] = self._entries.pop(path)
+            return entry
+        task = self._loading.get(path)
+        if task is None:
+            task = asyncio.ensure_future(self._load(path, st.st_size))
+            self._loading[path] = task
+            task.add_done_callback(lambda _t: self._loading.pop(path, None))
+        return await asyncio.shield(task)
+
+    async def _load(self, path, size):
+        loop = asyncio.get_running_loop()
+        previous = self._entries.get(path)
+        first_unstable = None
+        for _attempt in range(STABLE_READ_ATTEMPTS):
+            if size > STREAM_CHUNK:     # big reads leave the event loop free
+                key, body, mtime, stable = await loop.run_in_executor(None, read_snapshot, path)
+            else:
+                key, body, mtime, stable = read_snapshot(path)
+            self.disk_reads += 1
+            if not stable and first_unstable is not None and first_unstable[0] == key \
+                    and loop.time() - first_unstable[1] > 0.5:
+                stable = True           # unchanged for a while: it is what it is
+            if stable:
+                entry = FileSnapshot(key, body, mtime)
+                self._store(path, entry)
+                return entry
+            if first_unstable is None or first_unstable[0] != key:
+                first_unstable = (key, loop.time())
+            if previous is not None:
+                return previous         # serve the last complete copy now
+            await asyncio.sleep(STABLE_READ_PAUSE)
+            size = key[1]
+        raise HTTPError(503, "file is being written", headers=[("Retry-After", "1")])
+
+    def _store(self, path, entry):
+        old = self._entries.pop(path, None)
+        if old is not None:
+            self._total -= len(old.body)
+        self._entries[path] = entry
+        self._total += len(entry.body)
+        while self._total > self.total_limit and len(self._entries) > 1:
+            oldest = next(iter(self._entries))
+            self._total -= len(self._entries.pop(oldest).body)
+
+    def clear(self):
+        self._entries.clear()
+        self._total = 0
+
+
+class WebSocketClient:
+    """One connected browser. Output is written straight to the transport;
+    while the transport still holds unsent bytes, messages wait in a small
+    deduplicated list (a repeated new_image coalesces), flushed by one task."""
+
+    __slots__ = ("writer", "transport", "peer", "last_seen", "pending",
+                 "flusher", "close_sent", "done")
+
+    def __init__(self, writer, peer, now):
+        self.writer = writer
+        self.transport = writer.transport
+        self.peer = peer
+        self.last_seen = now
+        self.pending = []
+        self.flusher = None
+        self.close_sent = False
+        self.done = False
+
+    def send(self, frame):
+        if self.done or self.close_sent:
+            return
+        if not self.pending and not self.transport.get_write_buffer_size():
+            self.transport.write(frame)
+        elif frame not in self.pending:
+            self.pending.append(frame)
+            if self.flusher is None:
+                self.flusher = asyncio.ensure_future(self._flush())
+
+    async def _flush(self):
+        try:
+            # Write buffer limits are (0, 0): drain() returns once all is sent.
+            await asyncio.wait_for(self.writer.drain(), WS_SEND_TIMEOUT)
+            frames, self.pending = self.pending, []
+            if not self.done:
+                self.transport.write(b"".join(frames))
+        except asyncio.TimeoutError:
+            log.warning("websocket %s: not reading for %.0f s, dropped", self.peer, WS_SEND_TIMEOUT)
+            self.transport.abort()
+        except (ConnectionError, RuntimeError):
+            self.transport.abort()
+        finally:
+            self.flusher = None
+            if self.pending and not self.done:
+                self.flusher = asyncio.ensure_future(self._flush())
+
+    def send_close(self, code, reason=""):
+        if not self.close_sent and not self.done:
+            frames, self.pending = b"".join(self.pending), []
+            self.transport.write(frames + build_close(code, reason))
+            self.close_sent = True
+
+
+class Site:
+    """The asyncio side of a running server: one web folder, its file cache,
+    its WebSocket clients. All methods run on the event loop thread except
+    ``request_broadcast``."""
+
+    def __init__(self, root, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
+                 ping_interval=WS_PING_INTERVAL, max_message=WS_MAX_MESSAGE,
+                 header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT):
+        self.root = os.path.realpath(root)
+        self.max_clients = max_clients
+        self.max_connections = max_connections
+        self.ping_interval = ping_interval
+        self.max_message = max_message
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.use_sendfile = hasattr(os, "sendfile")
+        self.cache = FileCache()
+        self.clients = set()
+        self.connections = {}           # task -> transport of every open connection
+        self.loop = None
+        self.server = None
+        self._broadcast_scheduled = {}  # message -> True while a broadcast is queued
+        self._keepalive_task = None
+        self._date = (0, "")
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self, sock):
+        self.loop = asyncio.get_running_loop()
+        self.server = await asyncio.start_server(self.handle_connection, sock=sock, limit=READER_LIMIT)
+        if self.ping_interval:
+            self._keepalive_task = self.loop.create_task(self._keepalive())
+
+    async def shutdown(self, grace=STOP_GRACE):
+        """STOP: say disconnect, let browsers close within grace, then close all."""
+        loop = self.loop
+        deadline = loop.time() + max(0.0, grace)
+        self.server.close()
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+        self.broadcast(DISCONNECT_MESSAGE)
+        while self.clients and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for client in list(self.clients):
+            client.send_close(CloseCode.GOING_AWAY, "server stopping")
+        close_deadline = min(deadline + 0.5, loop.time() + WS_CLOSE_TIMEOUT)
+        while self.clients and loop.time() < close_deadline:
+            await asyncio.sleep(0.01)
+        for transport in list(self.connections.values()):
+            transport.abort()
+        tasks = list(self.connections)
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+            for task in tasks:
+                task.cancel()
+        self.cache.clear()
+
+    # -- broadcast ---------------------------------------------------------
+
+    def request_broadcast(self, message):
+        """Thread-safe and immediate: queue one broadcast of a text message.
+        A message already queued and not yet sent is not queued again."""
+        if self._broadcast_scheduled.get(message):
+            return
+        self._broadcast_scheduled[message] = True
+        self.loop.call_soon_threadsafe(self.broadcast, message)
+
+    def broadcast(self, message):
+        self._broadcast_scheduled.pop(message, None)
+        frame = build_text(message)
+        for client in list(self.clients):
+            client.send(frame)
+
+    async def _keepalive(self):
+        ping = build_frame(Opcode.PING, b"alsserve")
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            silent_since = self.loop.time() - 2 * self.ping_interval
+            for client in list(self.clients):
+                if client.last_seen < silent_since:
+                    log.info("websocket %s: silent for %.0f s, dropped", client.peer, 2 * self.ping_interval)
+                    client.transport.abort()
+                else:
+                    client.send(ping)
+
+    # -- HTTP --------------------------------------------------------------
+
+    def date(self):
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, http_date(now))
+        return self._date[1]
+
+    async def handle_connection(self, reader, writer):
+        transport = writer.transport
+        task = asyncio.current_task()
+        if len(self.connections) >= self.max_connections:
+            head, body = error_response(HTTPError(503, "too many connections"))
+            transport.write(head.encode(self.date(), False) + body)
+            transport.close()
+            return
+        self.connections[task] = transport
+        peer = _peer_name(writer)
+        try:
+            await self._serve_requests(reader, writer, peer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        except Exception:
+            log.exception("connection %s: unexpected error", peer)
+        finally:
+            self.connections.pop(task, None)
+            transport.abort() if transport.is_closing() else transport.close()
+
+    async def _serve_requests(self, reader, writer, peer):
+        timeout = self.header_timeout
+        while True:
+            timer = self.loop.call_later(timeout, writer.transport.abort)
+            try:
+                head = await self._read_head(reader, writer)
+            finally:
+                timer.cancel()
+            if head is None:
+                return
+            timeout = self.keepalive_timeout
+            try:
+                request = parse_request(head)
+            except HTTPError as error:
+                log.warning("%s: bad request: %s", peer, error.detail)
+                await self._send_error(writer, error, None, peer)
+                return
+            keep_alive = await self._respond(request, reader, writer, peer)
+            if not keep_alive:
+                return
+
+    async def _read_head(self, reader, writer):
+        """The next request head, or None at a clean end of the connection."""
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return None
+            except asyncio.LimitOverrunError:
+                start = await reader.read(MAX_REQUEST_LINE + 2)
+                status = 414 if b"\r\n" not in start else 431
+                await self._send_error(writer, HTTPError(status, "request head too large", close=True),
+                                       None, _peer_name(writer))
+                return None
+            head = head.lstrip(b"\r\n")     # RFC 9112 2.2: ignore leading empty lines
+            if head:
+                return head
+
+    async def _send_error(self, writer, error, request, peer):
+        head, body = error_response(error)
+        keep_alive = request is not None and request.keep_alive and not error.close
+        data = head.encode(self.date(), keep_alive)
+        if request is None or request.method != "HEAD":
+            data += body
+        writer.write(data)
+        self._log_request(peer, request, error.status, len(body))
+        await writer.drain()
+        return keep_alive
+
+    def _log_request(self, peer, request, status, length):
+        if log.isEnabledFor(logging.INFO):
+            line = "%s %s" % (request.method, request.target[:200]) if request else "-"
+            log.info('%s "%s" %d %d', peer, line, status, length)
+
+    async def _respond(self, request, reader, writer, peer):
+        """Answer one request; return whether the connection stays open."""
+        try:
+            if request.method not in ALLOWED_METHODS:
+                raise HTTPError(405, "method not allowed")
+            if request.path == WS_PATH:
+                head = websocket_handshake(request)
+                if len(self.clients) >= self.max_clients:
+                    raise HTTPError(503, "too many WebSocket clients", close=True)
+                writer.write(head.encode(self.date(), True))
+                self._log_request(peer, request, 101, 0)
+                await self._websocket_session(reader, writer, peer)
+                return False
+            if is_websocket_upgrade(request):
+                raise HTTPError(404, "no WebSocket endpoint here")
+            return await self._serve_file(request, writer, peer)
+        except HTTPError as error:
+            return await self._send_error(writer, error, request, peer)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("%s: error answering %r", peer, request)
+            await self._send_error(writer, HTTPError(500, "internal error", close=True), request, peer)
+            return False
+
+    def lookup(self, segments):
+        """The full path and stat of a regular file inside the root, or 404.
+
+        Walks the segments with lstat so that the common case costs one
+        system call per segment; a symlink is followed only when it resolves
+        inside the root.
+        """
+        path = self.root
+        st = None
+        for segment in segments:
+            path = os.path.join(path, segment)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    real = os.path.realpath(path)
+                    if real != self.root and not real.startswith(self.root + os.sep):
+                        raise HTTPError(404, "symlink leaves the web folder")
+                    st = os.stat(path)
+            except OSError:
+                raise HTTPError(404, "not found") from None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise HTTPError(404, "not a file")
+        if os.name == "nt":             # junctions and other reparse points
+            real = os.path.realpath(path)
+            if not real.startswith(self.root + os.sep):
+                raise HTTPError(404, "path leaves the web folder")
+        return path, st
+
+    async def _serve_file(self, request, writer, peer):
+        path, st = self.lookup(split_target(request.target))
+        cached = st.st_size <= self.cache.file_limit
+        if cached:
+            entry = await self.cache.get(path, st)
+            size, etag, mtime, last_modified = len(entry.body), entry.etag, entry.mtime, entry.last_modified
+        else:
+            entry = None
+            key = stat_key(st)
+            size, etag, mtime, last_modified = st.st_size, '"%x-%x-%x"' % key, st.st_mtime, http_date(st.st_mtime)
+        headers = [("Content-Type", content_type_for(path)), ("Last-Modified", last_modified),
+                   ("ETag", etag), ("Cache-Control", "no-cache"),
+                   ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
+        keep_alive = request.keep_alive
+        if not_modified(request, etag, mtime):
+            writer.write(ResponseHead(304, headers).encode(self.date(), keep_alive))
+            self._log_request(peer, request, 304, 0)
+            await writer.drain()
+            return keep_alive
+        status, start, end = 200, 0, size - 1
+        if_range = request.header("if-range")
+        if if_range is None or if_range.strip() == etag:
+            selected = parse_range(request.header("range"), size)
+            if selected is not None:
+                status, (start, end) = 206, selected
+                headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
+        length = end - start + 1
+        headers.append(("Content-Length", str(length)))
+        head = ResponseHead(status, headers).encode(self.date(), keep_alive)
+        self._log_request(peer, request, status, length)
+        if request.method == "HEAD":
+            writer.write(head)
+        elif entry is not None:
+            await self._write_body(writer, head, memoryview(entry.body)[start:end + 1])
+        else:
+            writer.write(head)
+            await self._stream_file(writer, path, start, length)
+        await writer.drain()
+        return keep_alive
+
+    @staticmethod
+    async def _write_body(writer, head, body):
+        """Write in chunks so a slow client holds at most one chunk in memory."""
+        if len(body) <= STREAM_CHUNK:
+            writer.write(head + body)
+            return
+        writer.write(head)
+        for offset in range(0, len(body), STREAM_CHUNK):
+            writer.write(body[offset:offset + STREAM_CHUNK])
+            await writer.drain()
+
+    async def _stream_file(self, writer, path, start, length):
+        """A file too big to cache: sendfile where the OS has it, else chunks."""
+        with open(path, "rb") as f:
+            if self.use_sendfile:
+                await writer.drain()
+                await self.loop.sendfile(writer.transport, f, start, length)
+                return
+            f.seek(start)
+            remaining = length
+            while remaining > 0:
+                chunk = f.read(min(STREAM_CHUNK, remaining))
+                if not chunk:
+                    raise ConnectionError("file shrank while it was sent")
+                writer.write(chunk)
+                remaining -= len(chunk)
+                await writer.drain()
+
+    # -- WebSocket ---------------------------------------------------------
+
+    async def _websocket_session(self, reader, writer, peer):
+        """Serve one WebSocket until it closes. Client data messages are
+        validated and otherwise ignored: the channel only carries
+        notifications from the server."""
+        writer.transport.set_write_buffer_limits(0, 0)
+        client = WebSocketClient(writer, peer, self.loop.time())
+        self.clients.add(client)
+        parser = FrameParser(self.max_message)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                client.last_seen = self.loop.time()
+                try:
+                    events = parser.feed(data)
+                except WebSocketProtocolError as error:
+                    log.warning("websocket %s: protocol error %d: %s", peer, error.code, error.reason)
+                    client.send_close(error.code, error.reason)
+                    await self._await_peer_close(reader)
+                    return
+                for event in events:
+                    if isinstance(event, Ping):
+                        client.transport.write(build_frame(Opcode.PONG, event.payload))
+                    elif isinstance(event, Close):
+                        if client.close_sent:
+                            return          # the answer to our Close: done
+                        client.send_close(event.code if event.code is not None else None)
+                        return
+        finally:
+            client.done = True
+            self.clients.discard(client)
+            if client.flusher is not None:
+                client.flusher.cancel()
+
+    async def _await_peer_close(self, reader):
+        """After our Close: wait a bounded time for the peer's answer or EOF."""
+        try:
+            await asyncio.wait_for(reader.read(65536), WS_CLOSE_TIMEOUT)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+
+
+def _peer_name(writer):
+    peer = writer.get_extra_info("peername")
+    return "%s:%s" % peer[:2] if isinstance(peer, tuple) else str(peer)
+
+
+# =============================================================================
+# 5. Web folder publishing: assets, data.json, the image, atomic writes
+# =============================================================================
+
+def replace_file(source, target, attempts=100, pause=0.01):
+    """os.replace, retried briefly: on Windows a reader holding the target
+    open makes the replace fail with PermissionError for a moment."""
+    for attempt in range(attempts):
+        try:
+            os.replace(source, target)
+            return
+        except PermissionError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(pause)
+
+
+def atomic_write(path, data):
+    """Write data to path so that readers see the old or the new file, whole.
+
+    The temporary file is a dotfile in the same folder (never served, same
+    file system for the rename) and is removed if anything fails.
+    """
+    folder, name = os.path.split(os.path.abspath(path))
+    fd, temporary = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(temporary, 0o644)
+        replace_file(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+def publish_assets(assets_dir, web_folder):
+    """Copy the viewer bundle into the web folder; return the files written.
+
+    Every file is refreshed when its content differs (untouched files keep
+    their dates, so browsers' caches stay valid). Hidden files and the demo
+    frames are not published; the waiting image only becomes web_image.jpg
+    through ensure_image().
+    """
+    written = []
+    for folder, subfolders, files in os.walk(assets_dir):
+        relative = os.path.relpath(folder, assets_dir)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
+                               and not (relative == "." and d in UNPUBLISHED_ASSET_FOLDERS))
+        target_folder = os.path.normpath(os.path.join(web_folder, relative))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            with open(os.path.join(folder, name), "rb") as f:
+                data = f.read()
+            target = os.path.join(target_folder, name)
+            try:
+                with open(target, "rb") as f:
+                    if f.read() == data:
+                        continue
+            except OSError:
+                pass
+            os.makedirs(target_folder, exist_ok=True)
+            atomic_write(target, data)
+            written.append(target)
+    return written
+
+
+def waiting_image_path(assets_dir):
+    """The waiting image of a bundle, or ours when the bundle has none."""
+    for folder in (assets_dir, DEFAULT_ASSETS_DIR):
+        path = os.path.join(folder, WAITING_IMAGE_NAME)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def write_metrics(web_folder, stack_size, total_exposure_seconds):
+    atomic_write(os.path.join(web_folder, METRICS_NAME),
+                 metrics_json(stack_size, total_exposure_seconds).encode("ascii"))
+
+
+def check_web_folder(web_folder):
+    """The web folder as an absolute path, or ValueError naming what is wrong."""
+    if not isinstance(web_folder, (str, os.PathLike)):
+        raise ValueError("web folder must be a path, got %r" % (web_folder,))
+    path = os.path.abspath(os.fspath(web_folder))
+    if not os.path.exists(path):
+        raise ValueError("web folder %s does not exist" % path)
+    if not os.path.isdir(path):
+        raise ValueError("web folder %s is not a directory" % path)
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError("web folder %s is not writable" % path)
+    return path
+
+
+def check_port(port):
+    low, high = PORT_RANGE
+    if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= high:
+        raise ValueError("port must be an integer in %d-%d, got %r" % (low, high, port))
+    return port
+
+
+def check_jpeg(data):
+    if not is_complete_jpeg(data):
+        raise ValueError("not a complete JPEG image (%d bytes; must start with FFD8 and end with FFD9)"
+                         % len(data))
+    return data
+
+
+# =============================================================================
+# 6. Controller: thread, port bind, displayed address, start/stop, notify
+# =============================================================================
+
+# UDP "connect" sends no packet; it only asks the kernel which local address
+# routes to a target. A public target finds the default route; private and
+# link-local targets find networks without one (a Pi's own Wi-Fi hotspot).
+ROUTE_PROBE_TARGETS = ("203.0.113.1", "10.255.255.254", "172.31.255.254",
+                       "192.168.255.254", "169.254.255.254", "100.127.255.254")
+# Interfaces that exist on the machine but no phone can reach.
+VIRTUAL_INTERFACE_PREFIXES = ("docker", "br-", "veth", "virbr", "vmnet", "vboxnet", "lxc", "tun", "tap")
+# SIOCGIFADDR: the IPv4 address of a named interface.
+SIOCGIFADDR = {"linux": 0x8915, "darwin": 0xC0206921}
+
+
+def _route_probe(target):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.connect((target, 9))
+        return sock.getsockname()[0]
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def _interface_addresses():
+    """(address, interface name) of each interface, with stdlib means per OS."""
+    found = []
+    request = SIOCGIFADDR.get(sys.platform if sys.platform != "linux2" else "linux")
+    if request is None and "bsd" in sys.platform:
+        request = SIOCGIFADDR["darwin"]
+    if request is not None and hasattr(socket, "if_nameindex"):
+        import fcntl
+        import struct
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for _index, name in socket.if_nameindex():
+                try:
+                    reply = fcntl.ioctl(sock.fileno(), request, struct.pack("256s", name.encode()[:15]))
+                    found.append((socket.inet_ntoa(reply[20:24]), name))
+                except OSError:
+                    pass                # interface without IPv4
+        except OSError:
+            pass
+        finally:
+            sock.close()
+    try:                                # Windows, and a fallback everywhere
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
+            found.append((info[4][0], ""))
+    except (OSError, UnicodeError):
+        pass
+    return found
+
+
+def _address_rank(address, interface, default_route):
+    ip = ipaddress.IPv4Address(address)
+    if ip.is_loopback:
+        return 6
+    if address == default_route:
+        return 0
+    if interface.startswith(VIRTUAL_INTERFACE_PREFIXES):
+        return 4
+    if ip.is_link_local:
+        return 5
+    return 1 if ip.is_private else 2
+
+
+def list_ipv4_addresses():
+    """Local IPv4 addresses, best first for a phone on the same network:
+    the default route's, then private ones, public ones, virtual bridges,
+    link-local, loopback last."""
+    probes = [_route_probe(target) for target in ROUTE_PROBE_TARGETS]
+    default_route = probes[0]
+    candidates = [(a, "") for a in probes if a] + _interface_addresses() + [("127.0.0.1", "lo")]
+    names = {}
+    for address, interface in candidates:
+        if address == "0.0.0.0":
+            continue
+        if interface or address not in names:
+            names[address] = interface or names.get(address, "")
+    order = {address: i for i, address in enumerate(names)}
+    return sorted(names, key=lambda a: (_address_rank(a, names[a], default_route), order[a]))
+
+
+def parse_address_preference(preference):
+    """'auto' -> None; 'ip:<dotted IPv4>' -> the address; else ValueError."""
+    if preference == "auto":
+        return None
+    if isinstance(preference, str) and preference.startswith("ip:"):
+        try:
+            return str(ipaddress.IPv4Address(preference[3:].strip()))
+        except ValueError:
+            pass
+    raise ValueError("displayed address must be 'auto' or 'ip:<IPv4 address>', got %r" % (preference,))
+
+
+def is_local_address(address):
+    """True when this machine can use the address (binding to it works)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def resolve_displayed_address(preference="auto"):
+    """The address to show users for the 'Displayed Address' preference.
+
+    ``ip:<a>`` is honoured while <a> is a local address (a loopback one
+    included); otherwise a warning is logged and ``auto`` decides: the best
+    non-loopback address, or 127.0.0.1 when there is none.
+    """
+    wanted = parse_address_preference(preference)
+    if wanted is not None:
+        if is_local_address(wanted):
+            return wanted
+        log.warning("displayed address %s is not an address of this machine; using auto", wanted)
+    for address in list_ipv4_addresses():
+        if not ipaddress.IPv4Address(address).is_loopback:
+            return address
+    return "127.0.0.1"
+
+
+def listener_socket_options(socket_module=socket):
+    """The options for the listening socket, chosen by what the OS offers.
+
+    Windows: SO_EXCLUSIVEADDRUSE, so no other program can bind the port too.
+    POSIX: SO_REUSEADDR, so STOP/START rebinds at once despite TIME_WAIT.
+    Never SO_REUSEPORT (it would let two servers share the port).
+    """
+    if hasattr(socket_module, "SO_EXCLUSIVEADDRUSE"):
+        return [(socket_module.SOL_SOCKET, socket_module.SO_EXCLUSIVEADDRUSE, 1)]
+    return [(socket_module.SOL_SOCKET, socket_module.SO_REUSEADDR, 1)]
+
+
+def bind_listener(port, host="0.0.0.0"):
+    """A listening TCP socket on host:port, or PortInUseError."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        for level, option, value in listener_socket_options():
+            sock.setsockopt(level, option, value)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as error:
+        sock.close()
+        raise PortInUseError("port %d is not available on %s (%s); choose another port "
+                             "or stop the program using it" % (port, host, error.strerror or error)) from error
+    sock.setblocking(False)
+    return sock
+
+
+def is_port_in_use(ip, port):
+    """ALS 0.7 helper: True when ip:port cannot be bound now."""
+    try:
+        bind_listener(port, ip).close()
+        return False
+    except PortInUseError:
+        return True
+
+
+def get_host_ip():
+    """ALS 0.7 helper: the address to show for 'auto'."""
+    return resolve_displayed_address("auto")
+
+
+class ImageServer:
+    """The image server of one web folder: START, STOP, notify, publish.
+
+    ``start()`` validates, publishes the assets, binds the port in the
+    caller's thread, runs the event loop in a thread named ``alsserve`` and
+    returns the displayed URL. Every other method may be called from any
+    thread; none waits on a browser.
+    """
+
+    def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address="auto", assets_dir=None,
+                 publish=True, **site_options):
+        self.web_folder = web_folder
+        self.port = port
+        self.address_preference = displayed_address
+        self.assets_dir = assets_dir
+        self.publish = publish          # False for ALS's facade: ALS writes its own files
+        self.site_options = site_options
+        self.displayed_address = None
+        self.access_limited = False
+        self.url = None
+        self._lock = threading.Lock()
+        self._loop = None
+        self._thread = None
+        self._site = None
+
+    @property
+    def running(self):
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def client_count(self):
+        site = self._site
+        return len(site.clients) if site is not None else 0
+
+    # -- START -------------------------------------------------------------
+
+    def start(self):
+        with self._lock:
+            if self.running:
+                return self.url
+            web_folder = check_web_folder(self.web_folder)
+            port = check_port(self.port)
+            parse_address_preference(self.address_preference)
+            assets_dir = os.path.abspath(self.assets_dir or DEFAULT_ASSETS_DIR)
+            if self.publish and not os.path.isdir(assets_dir):
+                raise ValueError("assets folder %s does not exist" % assets_dir)
+            self.web_folder = web_folder
+            if self.publish:
+                publish_assets(assets_dir, web_folder)
+                self._ensure_image(assets_dir)
+                if not os.path.exists(os.path.join(web_folder, METRICS_NAME)):
+                    write_metrics(web_folder, 0, 0)
+            sock = bind_listener(port)
+            self._start_thread(sock)
+            address = resolve_displayed_address(self.address_preference)
+            self.displayed_address = address
+            self.access_limited = ipaddress.IPv4Address(address).is_loopback
+            self.url = "http://%s:%d/" % (address, port)
+            if self.access_limited:
+                log.warning("image server access is limited to this machine (%s): no other "
+                            "network address is available", address)
+            log.info("serving %s at %s", web_folder, self.url)
+            return self.url
+
+    def _start_thread(self, sock):
+        loop = asyncio.new_event_loop()
+        site = Site(self.web_folder, **self.site_options)
+        ready = threading.Event()
+        failure = []
+
+        def run():
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(site.start(sock))
+            except BaseException as error:      # reported to start()
+                failure.append(error)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        thread = threading.Thread(target=run, name="alsserve", daemon=True)
+        thread.start()
+        ready.wait()
+        if failure:
+            sock.close()
+            thread.join()
+            raise failure[0]
+        self._loop, self._site, self._thread = loop, site, thread
+
+    def _ensure_image(self, assets_dir):
+        image = os.path.join(self.web_folder, IMAGE_NAME)
+        waiting = waiting_image_path(assets_dir)
+        if not os.path.exists(image) and waiting is not None:
+            shutil.copyfile(waiting, image + ".tmp")
+            replace_file(image + ".tmp", image)
+
+    # -- while running -----------------------------------------------------
+
+    def notify_browsers_about_new_image(self):
+        """Tell every browser to reload the image. Returns at once, from any thread."""
+        self.send_message_text(NEW_IMAGE_MESSAGE)
+
+    def send_message_text(self, text):
+        site, loop = self._site, self._loop
+        if site is None or loop is None or loop.is_closed():
+            return
+        try:
+            site.request_broadcast(text)
+        except RuntimeError:            # the loop closed in between: stopped
+            pass
+
+    def publish_image(self, data_or_path):
+        """Atomically replace web_image.jpg (bytes or a JPEG file), then notify."""
+        if isinstance(data_or_path, (bytes, bytearray, memoryview)):
+            data = bytes(data_or_path)
+        else:
+            with open(os.fspath(data_or_path), "rb") as f:
+                data = f.read()
+        check_jpeg(data)
+        atomic_write(os.path.join(self._folder(), IMAGE_NAME), data)
+        self.notify_browsers_about_new_image()
+
+    def update_metrics(self, stack_size, total_exposure_seconds):
+        """Atomically rewrite data.json. Browsers re-read it on the next notify."""
+        if isinstance(stack_size, bool) or not isinstance(stack_size, int) or stack_size < 0:
+            raise ValueError("stack size must be a non-negative integer, got %r" % (stack_size,))
+        if isinstance(total_exposure_seconds, bool) or not isinstance(total_exposure_seconds, (int, float)) \
+                or not total_exposure_seconds >= 0 or total_exposure_seconds == float("inf"):
+            raise ValueError("total exposure must be a non-negative number of seconds, got %r"
+                             % (total_exposure_seconds,))
+        write_metrics(self._folder(), stack_size, total_exposure_seconds)
+
+    def reset_image(self):
+        """New session: the waiting image and zero metrics come back, then notify."""
+        folder = self._folder()
+        waiting = waiting_image_path(os.path.abspath(self.assets_dir or DEFAULT_ASSETS_DIR))
+        if waiting is not None:
+            with open(waiting, "rb") as f:
+                atomic_write(os.path.join(folder, IMAGE_NAME), f.read())
+        write_metrics(folder, 0, 0)
+        self.notify_browsers_about_new_image()
+
+    def _folder(self):
+        return check_web_folder(self.web_folder)
+
+    # -- STOP --------------------------------------------------------------
+
+    def stop(self, grace=STOP_GRACE):
+        """Say disconnect, wait up to grace for browsers to close, shut down.
+        Idempotent; files stay on disk; START again works at once."""
+        with self._lock:
+            thread, loop, site = self._thread, self._loop, self._site
+            if thread is None:
+                return
+            if threading.current_thread() is thread:
+                raise RuntimeError("stop() called from the server thread")
+            try:
+                future = asyncio.run_coroutine_threadsafe(site.shutdown(grace), loop)
+                future.result(grace + 5)
+            except Exception:
+                log.exception("error while stopping the image server")
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                thread.join(10)
+                self._thread = self._loop = self._site = None
+                self.url = None
+            log.info("image server stopped")
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+
+class Server:
+    """ALS 0.7 drop-in: ``Server(static_path)`` serving a folder ALS fills
+    itself. ``start()`` blocks until ``stop()`` (a threading.Thread target)."""
+
+    def __init__(self, static_path, port=DEFAULT_PORT):
+        self._server = ImageServer(static_path, port=port, publish=False)
+        self._stopped = threading.Event()
+
+    def start(self):
+        self._stopped.clear()
+        self._server.start()
+        self._stopped.wait()
+
+    def stop(self):
+        self._server.stop()
+        self._stopped.set()
+
+    def send_message(self, message):
+        """Send a dict as JSON text to every browser."""
+        self._server.send_message_text(json.dumps(message))
+
+
+# =============================================================================
+# 7. Command line: python -m alsserve
+# =============================================================================
+
+WATCH_INTERVAL = 0.25           # seconds between polls of the watched files
+WATCH_UNSTABLE_ACCEPT = 2.0     # a changed file without EOI is accepted once this still
+DEMO_INTERVAL = 3.0             # seconds between demo frames
+DEMO_EXPOSURE = 30              # seconds of exposure per demo frame
+
+
+class FolderWatcher:
+    """Polls web_image.jpg and data.json (one stat each) and reports a change
+    once the new file is complete: the same stat across two polls and, for
+    the JPEG, its EOI marker at the end (or still for a couple of seconds)."""
+
+    def __init__(self, folder, names=(IMAGE_NAME, METRICS_NAME)):
+        self.folder = folder
+        self.names = names
+        self.known = {}
+        self.candidates = {}            # name -> (key, first seen at)
+        self.acknowledge()
+
+    def _key(self, name):
+        try:
+            return stat_key(os.stat(os.path.join(self.folder, name)))
+        except OSError:
+            return None
+
+    def acknowledge(self):
+        """Take the current files as known (after publishing them ourselves)."""
+        self.known = {name: self._key(name) for name in self.names}
+        self.candidates.clear()
+
+    def _complete(self, name, key, since, now):
+        if content_type_for(name) != "image/jpeg" or now - since >= WATCH_UNSTABLE_ACCEPT:
+            return True
+        try:
+            with open(os.path.join(self.folder, name), "rb") as f:
+                f.seek(max(0, key[1] - 2))
+                return f.read(2) == b"\xff\xd9"
+        except OSError:
+            return False
+
+    def poll(self, now=None):
+        """True when at least one watched file finished changing since the last poll."""
+        now = time.monotonic() if now is None else now
+        changed = False
+        for name in self.names:
+            key = self._key(name)
+            if key == self.known[name]:
+                self.candidates.pop(name, None)
+                continue
+            candidate = self.candidates.get(name)
+            if candidate is None or candidate[0] != key:
+                self.candidates[name] = (key, now)
+            elif key is not None and self._complete(name, key, candidate[1], now):
+                self.known[name] = key
+                del self.candidates[name]
+                changed = True
+        return changed
+
+
+class DemoSession:
+    """A live session without ALS: our demo frames, one every few seconds."""
+
+    def __init__(self, server, assets_dir):
+        folder = os.path.join(assets_dir, "demo")
+        try:
+            names = sorted(n for n in os.listdir(folder) if n.lower().endswith(".jpg"))
+        except OSError:
+            names = []
+        if not names:
+            raise ValueError("no demo frames in %s" % folder)
+        self.frames = [os.path.join(folder, n) for n in names]
+        self.server = server
+        self.index = 0
+
+    def next_frame(self):
+        stack_size = self.index % len(self.frames) + 1
+        self.server.update_metrics(stack_size, stack_size * DEMO_EXPOSURE)
+        self.server.publish_image(self.frames[self.index % len(self.frames)])
+        self.index += 1
+        return stack_size
+
+
+def build_argument_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m alsserve",
+        description="Publish a live astronomy image on the local network. Browsers on "
+                    "phones and tablets open the printed address and see web_image.jpg "
+                    "refresh by itself each time it changes.",
+        epilog="Examples: 'python -m alsserve --demo' to try it; 'python -m alsserve -d "
+               "~/als/web' next to ALS, Siril, SharpCap or any program that saves "
+               "web_image.jpg into a folder.")
+    parser.add_argument("-d", "--web-folder", metavar="DIR", default=None,
+                        help="folder to serve, where web_image.jpg and data.json live "
+                             "(default: ./alsserve-web, created if missing)")
+    parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, metavar="N",
+                        help="TCP port, %d-%d (default: %d)" % (PORT_RANGE + (DEFAULT_PORT,)))
+    parser.add_argument("--address", default="auto", metavar="auto|ip:A",
+                        help="address shown to users: 'auto' picks the best network "
+                             "address, 'ip:192.168.1.10' forces one (default: auto)")
+    parser.add_argument("--assets", metavar="DIR", default=None,
+                        help="viewer bundle to publish (default: the assets folder next to alsserve.py)")
+    parser.add_argument("--watch", action=getattr(argparse, "BooleanOptionalAction", "store_true"),
+                        default=True,
+                        help="notify browsers when another program rewrites web_image.jpg "
+                             "or data.json (default: on)")
+    parser.add_argument("--demo", action="store_true",
+                        help="publish a built-in star field that gets deeper every few seconds")
+    parser.add_argument("--qr", action=getattr(argparse, "BooleanOptionalAction", "store_true"),
+                        default=None, help="draw a QR code of the address in the terminal "
+                                           "(default: on when the output is a terminal)")
+    parser.add_argument("--list-addresses", action="store_true",
+                        help="print this machine's IPv4 addresses, best first, and exit")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no request log")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug log and tracebacks")
+    parser.add_argument("--version", action="version", version="alsserve " + __version__)
+    return parser
+
+
+def _configure_logging(quiet, verbose):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    log.propagate = False
+    return handler
+
+
+def startup_block(server, web_folder, qr):
+    """The lines printed at start: folder, addresses, warnings, QR code."""
+    port = server.port
+    lines = ["alsserve %s - live image server" % __version__,
+             "  Web folder: %s" % web_folder,
+             "  Open:       %s" % server.url]
+    others = [a for a in list_ipv4_addresses() if a != server.displayed_address]
+    for address in others:
+        lines.append("  Also:       http://%s:%d/" % (address, port))
+    if server.access_limited:
+        lines.append("  WARNING: access is limited to this machine: no network address found. "
+                     "Connect to a network (or start a hotspot), then restart.")
+    if qr:
+        lines.append("")
+        lines.extend("  " + row for row in qr_to_terminal(server.url).splitlines())
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """`python -m alsserve`: serve a folder until Ctrl-C. Returns the exit status."""
+    args = build_argument_parser().parse_args(argv)
+    handler = _configure_logging(args.quiet, args.verbose)
+    try:
+        return _run(args)
+    except (PortInUseError, ValueError, OSError) as error:
+        if args.verbose:
+            log.exception("cannot start")
+        print("alsserve: error: %s" % error, file=sys.stderr)
+        return 2
+    finally:
+        log.removeHandler(handler)
+
+
+def _run(args):
+    if args.list_addresses:
+        for address in list_ipv4_addresses():
+            print(address)
+        return 0
+    check_port(args.port)
+    web_folder = args.web_folder or os.path.join(os.getcwd(), "alsserve-web")
+    if args.web_folder is None:
+        os.makedirs(web_folder, exist_ok=True)
+    assets_dir = os.path.abspath(args.assets or DEFAULT_ASSETS_DIR)
+    server = ImageServer(web_folder, port=args.port, displayed_address=args.address,
+                         assets_dir=assets_dir)
+    demo = DemoSession(server, assets_dir) if args.demo else None
+    stop = threading.Event()
+    previous_handlers = _install_signal_handlers(stop)
+    try:
+        server.start()
+        qr = sys.stdout.isatty() if args.qr is None else args.qr
+        print(startup_block(server, server.web_folder, qr), flush=True)
+        print("Serving. Press Ctrl-C to stop.", flush=True)
+        watcher = FolderWatcher(server.web_folder) if args.watch else None
+        next_demo = time.monotonic()
+        while not stop.is_set():
+            if demo is not None and time.monotonic() >= next_demo:
+                stack_size = demo.next_frame()
+                log.info("demo: published frame %d", stack_size)
+                if watcher is not None:
+                    watcher.acknowledge()
+                next_demo = time.monotonic() + DEMO_INTERVAL
+            if watcher is not None and watcher.poll():
+                log.info("watch: web folder changed, notifying %d browsers", server.client_count)
+                server.notify_browsers_about_new_image()
+            stop.wait(WATCH_INTERVAL)
+    finally:
+        server.stop()
+        _restore_signal_handlers(previous_handlers)
+    print("alsserve stopped.", flush=True)
+    return 0
+
+
+def _install_signal_handlers(stop):
+    """Ctrl-C and SIGTERM stop gracefully, even when the shell ignored SIGINT."""
+    previous = {}
+    if threading.current_thread() is not threading.main_thread():
+        return previous
+    for name in ("SIGINT", "SIGTERM", "SIGBREAK"):
+        number = getattr(signal, name, None)
+        if number is not None:
+            try:
+                previous[number] = signal.signal(number, lambda *_: stop.set())
+            except (OSError, ValueError):
+                pass
+    return previous
+
+
+def _restore_signal_handlers(previous):
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

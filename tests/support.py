@@ -1,0 +1,200 @@
+"""Shared helpers for the stdlib test suites: servers on free loopback
+ports, raw HTTP exchanges and a minimal WebSocket client on plain sockets."""
+
+import base64
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import alsserve  # noqa: E402
+
+ASSETS = os.path.join(ROOT, "assets")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_jpeg(size, fill=b"\x00"):
+    """A byte string shaped like a complete JPEG (SOI ... EOI) of `size` bytes."""
+    body = (fill * (size - 4))[: size - 4]
+    return b"\xff\xd8" + body + b"\xff\xd9"
+
+
+class ServerTestCase(unittest.TestCase):
+    """Starts one ImageServer on 127.0.0.1:<free port> over a temporary web
+    folder for each test; `site_options` are passed through."""
+
+    site_options = {}
+    publish = True
+
+    def setUp(self):
+        self.folder = tempfile.mkdtemp(prefix="alsserve-test-")
+        self.addCleanup(shutil.rmtree, self.folder, True)
+        self.port = free_port()
+        self.server = alsserve.ImageServer(self.folder, port=self.port, displayed_address="ip:127.0.0.1",
+                                           publish=self.publish, **self.site_options)
+        self.server.start()
+        self.addCleanup(self.server.stop, 0.5)
+
+    def write(self, name, data):
+        path = os.path.join(self.folder, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
+    def connect(self, timeout=5.0):
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=timeout)
+        self.addCleanup(sock.close)
+        return sock
+
+    def exchange(self, raw, timeout=5.0):
+        """Send raw bytes on a new connection; return everything until the server closes."""
+        sock = self.connect(timeout)
+        sock.sendall(raw)
+        return recv_until_close(sock, timeout)
+
+    def ws_connect(self, path="/ws", extra=b""):
+        sock = self.connect()
+        sock.sendall(ws_handshake_request(path, extra=extra))
+        status, headers, rest = read_response_head(sock)
+        self.assertEqual(status, 101, headers)
+        return WSClient(sock, rest)
+
+    def wait_for(self, predicate, timeout=5.0, message="condition"):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            time.sleep(0.01)
+        self.fail("timed out waiting for " + message)
+
+
+def recv_until_close(sock, timeout=5.0):
+    sock.settimeout(timeout)
+    chunks = []
+    while True:
+        try:
+            data = sock.recv(65536)
+        except ConnectionResetError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def read_response_head(sock, buffered=b""):
+    """(status, {lower name: value}, bytes after the head)."""
+    data = buffered
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed before a response head: %r" % data)
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, rest
+
+
+def read_response(sock, buffered=b"", head_only=False):
+    """One full response: (status, headers, body, bytes after it)."""
+    status, headers, rest = read_response_head(sock, buffered)
+    length = 0 if head_only or status in (101, 304) else int(headers.get("content-length", 0))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("closed mid-body")
+        rest += chunk
+    return status, headers, rest[:length], rest[length:]
+
+
+def parse_responses(data):
+    """Split bytes holding several complete responses (no HEAD) into a list."""
+    responses = []
+    while data:
+        head, _, rest = data.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in lines[1:]}
+        length = int(headers.get("content-length", 0))
+        status = int(lines[0].split(" ")[1])
+        if status == 304:
+            length = 0
+        responses.append((status, headers, rest[:length]))
+        data = rest[length:]
+    return responses
+
+
+def ws_handshake_request(path="/ws", key="dGhlIHNhbXBsZSBub25jZQ==", extra=b""):
+    return (("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, key)).encode()
+            + extra + b"\r\n")
+
+
+class WSClient:
+    """A minimal blocking WebSocket client for tests: masked frames out,
+    frames in as (opcode, fin, payload)."""
+
+    def __init__(self, sock, buffered=b""):
+        self.sock = sock
+        self.buffer = bytearray(buffered)
+
+    def send(self, opcode, payload=b"", fin=True, rsv=0):
+        self.sock.sendall(alsserve.build_frame(opcode, payload, fin=fin, mask=os.urandom(4), rsv=rsv))
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self, n, timeout):
+        self.sock.settimeout(timeout)
+        while len(self.buffer) < n:
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by server")
+            self.buffer += data
+
+    def recv_frame(self, timeout=5.0):
+        self._fill(2, timeout)
+        first, second = self.buffer[0], self.buffer[1]
+        assert not second & 0x80, "server frames must not be masked"
+        length, offset = second & 0x7F, 2
+        if length == 126:
+            self._fill(4, timeout)
+            length, offset = int.from_bytes(self.buffer[2:4], "big"), 4
+        elif length == 127:
+            self._fill(10, timeout)
+            length, offset = int.from_bytes(self.buffer[2:10], "big"), 10
+        self._fill(offset + length, timeout)
+        payload = bytes(self.buffer[offset:offset + length])
+        del self.buffer[:offset + length]
+        return first & 0x0F, bool(first & 0x80), payload
+
+    def recv_close(self, timeout=5.0):
+        """Skip data frames until a Close; return its code (None when empty)."""
+        while True:
+            opcode, _, payload = self.recv_frame(timeout)
+            if opcode == alsserve.Opcode.CLOSE:
+                return int.from_bytes(payload[:2], "big") if payload else None
+
+    def at_eof(self, timeout=5.0):
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
