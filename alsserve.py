@@ -1563,8 +1563,8 @@ class ImageServer:
             self.access_limited = ipaddress.IPv4Address(address).is_loopback
             self.url = "http://%s:%d/" % (address, port)
             if self.access_limited:
-                log.warning("image server access is limited to this machine (%s): no other "
-                            "network address is available", address)
+                log.warning("image server access is limited to this machine: the displayed "
+                            "address %s is a loopback address", address)
             log.info("serving %s at %s", web_folder, self.url)
             return self.url
 
@@ -1793,6 +1793,13 @@ class DemoSession:
         return stack_size
 
 
+def _add_switch(parser, name, default, help_text):
+    """--name / --no-name (argparse.BooleanOptionalAction is Python 3.9+)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--" + name, dest=name, action="store_true", default=default, help=help_text)
+    group.add_argument("--no-" + name, dest=name, action="store_false", help=argparse.SUPPRESS)
+
+
 def build_argument_parser():
     parser = argparse.ArgumentParser(
         prog="python -m alsserve",
@@ -1812,15 +1819,13 @@ def build_argument_parser():
                              "address, 'ip:192.168.1.10' forces one (default: auto)")
     parser.add_argument("--assets", metavar="DIR", default=None,
                         help="viewer bundle to publish (default: the assets folder next to alsserve.py)")
-    parser.add_argument("--watch", action=getattr(argparse, "BooleanOptionalAction", "store_true"),
-                        default=True,
-                        help="notify browsers when another program rewrites web_image.jpg "
-                             "or data.json (default: on)")
+    _add_switch(parser, "watch", True, "notify browsers when another program rewrites "
+                                       "web_image.jpg or data.json (default: on; --no-watch: off)")
     parser.add_argument("--demo", action="store_true",
                         help="publish a built-in star field that gets deeper every few seconds")
-    parser.add_argument("--qr", action=getattr(argparse, "BooleanOptionalAction", "store_true"),
-                        default=None, help="draw a QR code of the address in the terminal "
-                                           "(default: on when the output is a terminal)")
+    _add_switch(parser, "qr", None, "draw a QR code of the address in the terminal "
+                                    "(default: on when the output is a terminal; --no-qr: off)")
+    parser.add_argument("--demo-interval", type=float, default=DEMO_INTERVAL, help=argparse.SUPPRESS)
     parser.add_argument("--list-addresses", action="store_true",
                         help="print this machine's IPv4 addresses, best first, and exit")
     parser.add_argument("-q", "--quiet", action="store_true", help="no request log")
@@ -1836,6 +1841,215 @@ def _configure_logging(quiet, verbose):
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
     log.propagate = False
     return handler
+
+
+# -- terminal QR code ----------------------------------------------------------
+
+# The terminal QR code (ISO/IEC 18004): byte mode, level M, versions 1-10.
+# ISO/IEC 18004:2006 Table 9 (error correction characteristics), level M, per
+# version: (EC codewords per block, group-1 blocks, data codewords per
+# group-1 block, group-2 blocks); a group-2 block has one data codeword more.
+_QR_M_BLOCKS = (None, (10, 1, 16, 0), (16, 1, 28, 0), (26, 1, 44, 0),
+                (18, 2, 32, 0), (24, 2, 43, 0), (16, 4, 27, 0), (18, 4, 31, 0),
+                (22, 2, 38, 2), (22, 3, 36, 2), (26, 4, 43, 1))
+# Alignment pattern centre rows/columns, ISO/IEC 18004 Annex E (Table E.1).
+_QR_ALIGN = (None, (), (6, 18), (6, 22), (6, 26), (6, 30), (6, 34),
+             (6, 22, 38), (6, 24, 42), (6, 26, 46), (6, 28, 50))
+# Data mask conditions (Table 10), row r, column c: True = invert the module.
+_QR_MASKS = (lambda r, c: (r + c) % 2 == 0, lambda r, c: r % 2 == 0,
+             lambda r, c: c % 3 == 0, lambda r, c: (r + c) % 3 == 0,
+             lambda r, c: (r // 2 + c // 3) % 2 == 0, lambda r, c: (r * c) % 2 + (r * c) % 3 == 0,
+             lambda r, c: ((r * c) % 2 + (r * c) % 3) % 2 == 0,
+             lambda r, c: ((r + c) % 2 + (r * c) % 3) % 2 == 0)
+
+
+def _qr_gf_tables():
+    """Exp/log tables of GF(256) with the QR field polynomial 0x11D."""
+    exp, log, x = [0] * 510, [0] * 256, 1
+    for i in range(255):
+        exp[i] = exp[i + 255] = x  # doubled so products need no "mod 255"
+        log[x] = i
+        x = (x << 1) ^ (0x11D if x & 0x80 else 0)
+    return exp, log
+
+
+_QR_EXP, _QR_LOG = _qr_gf_tables()
+
+
+def _qr_gf_mul(a, b):
+    return _QR_EXP[_QR_LOG[a] + _QR_LOG[b]] if a and b else 0
+
+
+def _qr_rs_remainder(data, n):
+    """The n Reed-Solomon EC codewords: data * x^n modulo the generator
+    prod_{i<n} (x - alpha^i); polynomials are lists, highest power first."""
+    gen = [1]
+    for i in range(n):
+        gen = [p ^ _qr_gf_mul(q, _QR_EXP[i]) for p, q in zip(gen + [0], [0] + gen)]
+    rem = [0] * n
+    for d in data:  # polynomial long division, one data codeword at a time
+        factor = d ^ rem.pop(0)
+        rem = [r ^ _qr_gf_mul(g, factor) for r, g in zip(rem + [0], gen[1:])]
+    return rem
+
+
+def _qr_bch(data, gen, degree):
+    """data followed by its `degree` BCH check bits (remainder modulo gen)."""
+    rem = data << degree
+    for shift in range(rem.bit_length() - gen.bit_length(), -1, -1):
+        if rem >> (shift + degree) & 1:
+            rem ^= gen << shift
+    return (data << degree) | rem
+
+
+def _qr_format_bits(mask):
+    # Level M is 00; the XOR mask keeps the 15 bits from being all zero.
+    return _qr_bch(mask, 0x537, 10) ^ 0x5412
+
+
+def _qr_format_cells(n):
+    """(row, col) of format bit i (0 = least significant), for both copies."""
+    return ([(r, 8) for r in (0, 1, 2, 3, 4, 5, 7, 8)] + [(8, c) for c in (7, 5, 4, 3, 2, 1, 0)],
+            [(8, c) for c in range(n - 1, n - 9, -1)] + [(r, 8) for r in range(n - 7, n)])
+
+
+def _qr_base(version):
+    """The function patterns: returns (modules, is_function) grids."""
+    n = 17 + 4 * version
+    m = [[False] * n for _ in range(n)]
+    fn = [[False] * n for _ in range(n)]
+
+    def put(r, c, dark):
+        m[r][c], fn[r][c] = bool(dark), True
+
+    for r0, c0 in ((0, 0), (0, n - 7), (n - 7, 0)):
+        # Finder and its light separator, as square rings around the centre.
+        for r in range(max(r0 - 1, 0), min(r0 + 8, n)):
+            for c in range(max(c0 - 1, 0), min(c0 + 8, n)):
+                put(r, c, max(abs(r - r0 - 3), abs(c - c0 - 3)) not in (2, 4))
+    for i in range(8, n - 8):  # timing patterns
+        put(6, i, i % 2 == 0)
+        put(i, 6, i % 2 == 0)
+    for r in _QR_ALIGN[version]:
+        for c in _QR_ALIGN[version]:
+            if (r, c) not in ((6, 6), (6, n - 7), (n - 7, 6)):  # finders
+                for dr in range(-2, 3):
+                    for dc in range(-2, 3):
+                        put(r + dr, c + dc, max(abs(dr), abs(dc)) != 1)
+    for r, c in sum(_qr_format_cells(n), []):  # reserved; written per mask
+        put(r, c, False)
+    put(n - 8, 8, True)  # the "dark module"
+    if version >= 7:  # version information, both 6x3 blocks
+        bits = _qr_bch(version, 0x1F25, 12)
+        for i in range(18):
+            put(i // 3, n - 11 + i % 3, bits >> i & 1)
+            put(n - 11 + i % 3, i // 3, bits >> i & 1)
+    return m, fn
+
+
+def _qr_header(data, version):
+    """Mode and length bits.  Non-ASCII text is preceded by ECI 26 (UTF-8):
+    without it readers guess a charset (zbar picks Big5 or Shift JIS)."""
+    eci = "011100011010" if any(b >= 0x80 for b in data) else ""
+    return eci + "0100" + format(len(data), "016b" if version >= 10 else "08b")
+
+
+def _qr_codewords(data, version):
+    """Data codewords (padded) then EC codewords, interleaved by block."""
+    ec, b1, k1, b2 = _QR_M_BLOCKS[version]
+    capacity = b1 * k1 + b2 * (k1 + 1)
+    bits = _qr_header(data, version) + "".join(format(b, "08b") for b in data)
+    bits += "0" * min(4, 8 * capacity - len(bits))  # terminator
+    bits += "0" * (-len(bits) % 8)
+    words = [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+    words = (words + [0xEC, 0x11] * capacity)[:capacity]
+    blocks, start = [], 0
+    for size in [k1] * b1 + [k1 + 1] * b2:
+        blocks.append(words[start:start + size])
+        start += size
+    ecs = [_qr_rs_remainder(b, ec) for b in blocks]
+    return ([b[i] for i in range(k1 + 1) for b in blocks if i < len(b)]
+            + [e[i] for i in range(ec) for e in ecs])
+
+
+def _qr_penalty(m):
+    """Mask penalty, rules N1-N4 (ISO/IEC 18004:2006 6.8.2.1, Table 11)."""
+    n, score = len(m), 0
+    for line in m + [list(col) for col in zip(*m)]:
+        s = "".join("1" if x else "0" for x in line)
+        # N1: each run of 5+ same-colour modules scores 3 + (length - 5);
+        # the runs are found by splitting the line at every colour change.
+        for run in s.replace("01", "0 1").replace("10", "1 0").split():
+            score += len(run) - 2 if len(run) >= 5 else 0
+        # N3: 1:1:3:1:1 finder look-alike with 4 light modules on one side;
+        # outside the symbol counts as light since the quiet zone is there.
+        s = "0000" + s + "0000"
+        i = s.find("1011101")
+        while i >= 0:
+            if s[i - 4:i] == "0000" or s[i + 7:i + 11] == "0000":
+                score += 40
+            i = s.find("1011101", i + 1)
+    for r in range(n - 1):  # N2: each 2x2 block of one colour scores 3
+        for c in range(n - 1):
+            if m[r][c] == m[r][c + 1] == m[r + 1][c] == m[r + 1][c + 1]:
+                score += 3
+    dark = sum(map(sum, m))  # N4: 10 per full 5% that dark is off 50%
+    return score + 10 * (abs(20 * dark - 10 * n * n) // (n * n))
+
+
+def qr_matrix(text, mask=None):
+    """QR code of text (UTF-8, byte mode, level M, smallest version 1-10) as
+    rows of bools, True = dark, without quiet zone.  mask 0-7 forces that
+    mask; by default the one with the lowest penalty is used."""
+    data = text.encode("utf-8")
+    for version in range(1, 11):
+        _, b1, k1, b2 = _QR_M_BLOCKS[version]
+        if len(_qr_header(data, version)) + 8 * len(data) <= 8 * (b1 * k1 + b2 * (k1 + 1)):
+            break
+    else:
+        raise ValueError("text is %d bytes in UTF-8; a QR code (version 10, level M) "
+                         "holds at most 213 (212 if not ASCII)" % len(data))
+    if mask not in (None, 0, 1, 2, 3, 4, 5, 6, 7):
+        raise ValueError("mask must be None or 0-7, not %r" % (mask,))
+    m, fn = _qr_base(version)
+    n = len(m)
+    bits = [w >> (7 - i) & 1 for w in _qr_codewords(data, version) for i in range(8)]
+    # Zigzag up and down two-module-wide columns from the bottom right, skipping
+    # the vertical timing column; cells left over (the remainder bits) stay light.
+    k, upward, right = 0, True, n - 1
+    while right > 0:
+        right = 5 if right == 6 else right
+        for r in (range(n - 1, -1, -1) if upward else range(n)):
+            for c in (right, right - 1):
+                if not fn[r][c] and k < len(bits):
+                    m[r][c], k = bits[k] == 1, k + 1
+        upward, right = not upward, right - 2
+
+    def masked(mk):  # data modules masked, format information written
+        out = [[m[r][c] != (not fn[r][c] and _QR_MASKS[mk](r, c)) for c in range(n)]
+               for r in range(n)]
+        for cells in _qr_format_cells(n):
+            for i, (r, c) in enumerate(cells):
+                out[r][c] = bool(_qr_format_bits(mk) >> i & 1)
+        return out
+    if mask is not None:
+        return masked(mask)
+    return min((masked(mk) for mk in range(8)), key=_qr_penalty)  # first lowest
+
+
+def qr_to_terminal(text, quiet=2):
+    """The code in Unicode half blocks, two module rows per line, inverted
+    for a dark-background terminal: light modules and the quiet zone are
+    drawn as blocks, dark modules are left blank."""
+    m = qr_matrix(text)
+    width = len(m) + 2 * quiet
+    pad = [False] * quiet
+    rows = [[False] * width] * quiet + [pad + row + pad for row in m] + [[False] * width] * quiet
+    rows.append([True] * width)  # blank lower half if the row count is odd
+    chars = {(False, False): "\u2588", (False, True): "\u2580",
+             (True, False): "\u2584", (True, True): " "}
+    return "\n".join("".join(chars[top[i], bottom[i]] for i in range(width))
+                     for top, bottom in zip(rows[0::2], rows[1::2]))
 
 
 def startup_block(server, web_folder, qr):
@@ -1900,7 +2114,7 @@ def _run(args):
                 log.info("demo: published frame %d", stack_size)
                 if watcher is not None:
                     watcher.acknowledge()
-                next_demo = time.monotonic() + DEMO_INTERVAL
+                next_demo = time.monotonic() + args.demo_interval
             if watcher is not None and watcher.poll():
                 log.info("watch: web folder changed, notifying %d browsers", server.client_count)
                 server.notify_browsers_about_new_image()

@@ -1,0 +1,149 @@
+"""Interop check: decode alsserve's QR codes with a real decoder (zbarimg).
+
+Needs Debian's zbar-tools (apt-get install -y zbar-tools); stdlib otherwise.
+Run from the repository root:  python3 tests/interop/interop_qr.py -v
+(or with the rest of the interop suite: make interop).
+"""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+import zlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from alsserve import qr_matrix, qr_to_terminal  # noqa: E402
+
+# Byte capacity of each version at level M (ISO/IEC 18004 Table 7); the
+# URLs below are chosen so that every version 1-10 is hit at least twice.
+CAPACITY_M = (None, 14, 26, 42, 62, 84, 106, 122, 152, 180, 213)
+
+
+def _url(length, base='http://192.168.1.23:8000/'):
+    """A URL of exactly `length` bytes: base + path/query filler."""
+    filler = 'files/photos/2024/summer?name=IMG_0042.jpg&size=large&dl=1&'
+    path = (filler * (length // len(filler) + 1))[:max(0, length - len(base))]
+    return (base + path)[:length]
+
+
+URLS = [
+    'http://h:8000/',                       # 14 bytes: version 1
+    'http://a.b/x',                         # 12: version 1
+    'http://10.0.0.1/',                     # 16: version 2
+    'http://10.42.0.1:8000/',               # 22: version 2
+    'http://192.168.1.23:8000/',            # 25: version 2
+    'http://192.168.100.200:8000/',         # 28: version 3
+    'http://192.168.178.21:8000/?t=ab12cd34',   # 38: version 3
+    'https://localhost:8443/share/music/',  # 35: version 3
+] + [_url(n) for n in (42, 43, 60, 62, 63, 80, 84, 85, 100, 106, 107,
+                        115, 122, 123, 140, 152, 153, 170, 180, 181, 200,
+                        210, 213)]  # capacity edges of versions 3-10
+
+
+def png_bytes(matrix, scale=8, quiet=4):
+    """8-bit greyscale PNG of a module matrix (True = dark), quiet zone light."""
+    n = len(matrix) + 2 * quiet
+    raw = bytearray()
+    for y in range(n * scale):
+        r = y // scale - quiet
+        row = matrix[r] if 0 <= r < len(matrix) else []
+        raw.append(0)  # filter type None
+        for x in range(n):
+            c = x - quiet
+            dark = 0 <= c < len(row) and row[c]
+            raw += (b'\x00' if dark else b'\xff') * scale
+
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data +
+                struct.pack('>I', zlib.crc32(kind + data) & 0xFFFFFFFF))
+
+    side = n * scale
+    return (b'\x89PNG\r\n\x1a\n' +
+            chunk(b'IHDR', struct.pack('>IIBBBBB', side, side, 8, 0, 0, 0, 0)) +
+            chunk(b'IDAT', zlib.compress(bytes(raw), 9)) + chunk(b'IEND', b''))
+
+
+def zbar_decode(matrix, quiet=4):
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'qr.png')
+        with open(path, 'wb') as f:
+            f.write(png_bytes(matrix, quiet=quiet))
+        proc = subprocess.run(['zbarimg', '--raw', '-q', path],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=60)
+    if proc.returncode != 0:
+        return None
+    out = proc.stdout.decode('utf-8')
+    return out[:-1] if out.endswith('\n') else out
+
+
+def version_of(matrix):
+    return (len(matrix) - 17) // 4
+
+
+class ZbarInterop(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        # Fail rather than skip: this file exists only to run the decoder.
+        if not shutil.which('zbarimg'):
+            raise AssertionError('zbarimg missing: apt-get install -y zbar-tools')
+
+    def test_urls_decode(self):
+        versions = {}
+        for url in URLS:
+            with self.subTest(url=url, length=len(url)):
+                m = qr_matrix(url)
+                v = version_of(m)
+                # the smallest version that holds the URL
+                self.assertLessEqual(len(url), CAPACITY_M[v])
+                self.assertTrue(v == 1 or len(url) > CAPACITY_M[v - 1])
+                self.assertEqual(zbar_decode(m), url)
+                versions[v] = versions.get(v, 0) + 1
+        self.assertGreaterEqual(len(URLS), 24)
+        self.assertEqual(sorted(versions), list(range(1, 11)))
+        self.assertGreaterEqual(min(versions.values()), 2)
+        print('\n%d URLs decoded; count per version: %s'
+              % (len(URLS), sorted(versions.items())), file=sys.stderr)
+
+    def test_every_mask_decodes(self):
+        # One text per interesting layout: v1 (no alignment), v2-6 (one
+        # alignment pattern, 7 remainder bits), v7 (version info), v10
+        # (16-bit length field, 5 blocks in two groups).
+        for text in (URLS[1], 'http://192.168.1.23:8000/', _url(122),
+                     _url(213)):
+            for mask in range(8):
+                with self.subTest(length=len(text), mask=mask):
+                    self.assertEqual(zbar_decode(qr_matrix(text, mask=mask)),
+                                     text)
+
+    def test_terminal_rendering_decodes(self):
+        # What a dark-background terminal shows: a block is lit (light), a
+        # blank cell is background (dark); the screen around is dark too.
+        lit = {'\u2588': (True, True), '\u2580': (True, False),
+               '\u2584': (False, True), ' ': (False, False)}
+        for url in (URLS[3], URLS[4], _url(122), _url(213)):
+            with self.subTest(length=len(url)):
+                rows = []
+                for line in qr_to_terminal(url).split('\n'):
+                    halves = [lit[ch] for ch in line]
+                    rows += [[not h[0] for h in halves],
+                             [not h[1] for h in halves]]
+                border = 6  # dark screen around the drawn quiet zone
+                width = len(rows[0]) + 2 * border
+                screen = [[True] * width] * border + \
+                    [[True] * border + r + [True] * border for r in rows] + \
+                    [[True] * width] * border
+                self.assertEqual(zbar_decode(screen, quiet=0), url)
+
+    def test_utf8_text_decodes(self):
+        text = 'http://192.168.1.23:8000/M\u00fcsik/Caf\u00e9'
+        self.assertEqual(zbar_decode(qr_matrix(text)), text)
+
+
+if __name__ == '__main__':
+    unittest.main()
