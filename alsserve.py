@@ -42,7 +42,6 @@ import ipaddress
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import stat
@@ -228,11 +227,18 @@ class Request:
     def keep_alive(self):
         tokens = self.header_tokens("connection")
         if self.version == "HTTP/1.0":
-            return "keep-alive" in tokens
+            return "keep-alive" in tokens and "close" not in tokens
         return "close" not in tokens
 
     def __repr__(self):
         return "Request(%r, %r, %r)" % (self.method, self.target, self.version)
+
+
+def _bounded_int(digits):
+    """int() of an ASCII digit string, capped at 10**18: no file is that large,
+    and Python 3.11+ refuses to convert more than 4300 digits."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else 10 ** 18
 
 
 def parse_request(head):
@@ -307,7 +313,7 @@ def _check_framing(request):
     if lengths:
         if not lengths[0].isdigit() or not lengths[0].isascii():
             raise HTTPError(400, "malformed Content-Length", close=True)
-        if int(lengths[0]) > 0:
+        if _bounded_int(lengths[0]) > 0:
             raise HTTPError(413, "request bodies are not accepted", close=True)
 
 
@@ -368,16 +374,18 @@ def parse_range(value, size):
         return None
     if (first and not first.isdigit()) or (last and not last.isdigit()):
         return None
+    if not (first + last).isascii():
+        return None                     # isdigit() also accepts "²", which int() refuses
     if first:
-        start = int(first)
-        end = int(last) if last else size - 1
-        if end < start:
-            return None
+        start = _bounded_int(first)
+        if last and _bounded_int(last) < start:
+            return None                 # invalid: ignored, not unsatisfiable
+        end = _bounded_int(last) if last else size - 1
         if start >= size:
             raise HTTPError(416, "range starts beyond the end",
                             headers=[("Content-Range", "bytes */%d" % size)])
         return start, min(end, size - 1)
-    suffix = int(last)
+    suffix = _bounded_int(last)
     if suffix == 0 or size == 0:
         raise HTTPError(416, "empty suffix range", headers=[("Content-Range", "bytes */%d" % size)])
     return max(0, size - suffix), size - 1
@@ -409,12 +417,15 @@ class ResponseHead:
         self.status = status
         self.headers = list(headers)
 
-    def encode(self, date, keep_alive):
+    def encode(self, date, keep_alive, http10=False):
         lines = ["HTTP/1.1 %d %s" % (self.status, REASONS.get(self.status, "Unknown")),
                  "Date: " + date, "Server: alsserve/" + __version__]
         lines.extend("%s: %s" % kv for kv in self.headers)
         if not keep_alive and self.status != 101:
             lines.append("Connection: close")
+        elif keep_alive and http10:
+            # An HTTP/1.0 client keeps the connection only when told so.
+            lines.append("Connection: keep-alive")
         lines.append("\r\n")
         return "\r\n".join(lines).encode("latin-1")
 
@@ -559,7 +570,10 @@ def build_close(code=None, reason=""):
     """A Close frame; no code gives an empty payload."""
     if code is None:
         return build_frame(Opcode.CLOSE)
-    return build_frame(Opcode.CLOSE, int(code).to_bytes(2, "big") + reason.encode("utf-8")[:123])
+    # Control frames carry at most 125 bytes; cut the reason on a character
+    # boundary, since a peer fails a Close whose reason is not UTF-8.
+    reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore").encode("utf-8")
+    return build_frame(Opcode.CLOSE, int(code).to_bytes(2, "big") + reason)
 
 
 def build_text(text):
@@ -861,6 +875,14 @@ class WebSocketClient:
             if self.flusher is None:
                 self.flusher = asyncio.ensure_future(self._flush())
 
+    def send_pong(self, payload):
+        """Answer a Ping. While output waits, only the latest answer is kept
+        (RFC 6455 section 5.5.3 allows it): a peer that pings without reading
+        cannot grow our memory. Nothing follows our Close (send checks)."""
+        pong_first_byte = 0x80 | Opcode.PONG
+        self.pending = [f for f in self.pending if f[0] != pong_first_byte]
+        self.send(build_frame(Opcode.PONG, payload))
+
     async def _flush(self):
         try:
             # Write buffer limits are (0, 0): drain() returns once all is sent.
@@ -907,6 +929,7 @@ class Site:
         self.loop = None
         self.server = None
         self._broadcast_scheduled = {}  # message -> True while a broadcast is queued
+        self.stopping = False
         self._keepalive_task = None
         self._date = (0, "")
 
@@ -926,6 +949,7 @@ class Site:
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
         self.broadcast(DISCONNECT_MESSAGE)
+        self.stopping = True            # nothing may follow the disconnect message
         while self.clients and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for client in list(self.clients):
@@ -954,6 +978,8 @@ class Site:
 
     def broadcast(self, message):
         self._broadcast_scheduled.pop(message, None)
+        if self.stopping:
+            return
         frame = build_text(message)
         for client in list(self.clients):
             client.send(frame)
@@ -1039,7 +1065,7 @@ class Site:
     async def _send_error(self, writer, error, request, peer):
         head, body = error_response(error)
         keep_alive = request is not None and request.keep_alive and not error.close
-        data = head.encode(self.date(), keep_alive)
+        data = head.encode(self.date(), keep_alive, request is not None and request.version == "HTTP/1.0")
         if request is None or request.method != "HEAD":
             data += body
         writer.write(data)
@@ -1094,6 +1120,9 @@ class Site:
                     real = os.path.realpath(path)
                     if real != self.root and not real.startswith(self.root + os.sep):
                         raise HTTPError(404, "symlink leaves the web folder")
+                    # Its target obeys the request rules too: nothing hidden.
+                    if any(part.startswith(".") for part in real[len(self.root) + 1:].split(os.sep)):
+                        raise HTTPError(404, "symlink to a hidden file")
                     st = os.stat(path)
             except OSError:
                 raise HTTPError(404, "not found") from None
@@ -1109,7 +1138,10 @@ class Site:
         path, st = self.lookup(split_target(request.target))
         cached = st.st_size <= self.cache.file_limit
         if cached:
-            entry = await self.cache.get(path, st)
+            try:
+                entry = await self.cache.get(path, st)
+            except OSError:             # removed or unreadable since the lookup
+                raise HTTPError(404, "not found") from None
             size, etag, mtime, last_modified = len(entry.body), entry.etag, entry.mtime, entry.last_modified
         else:
             entry = None
@@ -1118,9 +1150,9 @@ class Site:
         headers = [("Content-Type", content_type_for(path)), ("Last-Modified", last_modified),
                    ("ETag", etag), ("Cache-Control", "no-cache"),
                    ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
-        keep_alive = request.keep_alive
+        keep_alive, http10 = request.keep_alive, request.version == "HTTP/1.0"
         if not_modified(request, etag, mtime):
-            writer.write(ResponseHead(304, headers).encode(self.date(), keep_alive))
+            writer.write(ResponseHead(304, headers).encode(self.date(), keep_alive, http10))
             self._log_request(peer, request, 304, 0)
             await writer.drain()
             return keep_alive
@@ -1133,15 +1165,22 @@ class Site:
                 headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
         length = end - start + 1
         headers.append(("Content-Length", str(length)))
-        head = ResponseHead(status, headers).encode(self.date(), keep_alive)
+        stream = None
+        if entry is None and request.method != "HEAD":
+            try:                        # before the head: an error after it would corrupt the stream
+                stream = open(path, "rb")
+            except OSError:
+                raise HTTPError(404, "not found") from None
+        head = ResponseHead(status, headers).encode(self.date(), keep_alive, http10)
         self._log_request(peer, request, status, length)
         if request.method == "HEAD":
             writer.write(head)
         elif entry is not None:
             await self._write_body(writer, head, memoryview(entry.body)[start:end + 1])
         else:
-            writer.write(head)
-            await self._stream_file(writer, path, start, length)
+            with stream:
+                writer.write(head)
+                await self._stream_file(writer, stream, start, length)
         await writer.drain()
         return keep_alive
 
@@ -1156,22 +1195,23 @@ class Site:
             writer.write(body[offset:offset + STREAM_CHUNK])
             await writer.drain()
 
-    async def _stream_file(self, writer, path, start, length):
+    async def _stream_file(self, writer, f, start, length):
         """A file too big to cache: sendfile where the OS has it, else chunks."""
-        with open(path, "rb") as f:
-            if self.use_sendfile:
-                await writer.drain()
-                await self.loop.sendfile(writer.transport, f, start, length)
-                return
-            f.seek(start)
-            remaining = length
-            while remaining > 0:
-                chunk = f.read(min(STREAM_CHUNK, remaining))
-                if not chunk:
-                    raise ConnectionError("file shrank while it was sent")
-                writer.write(chunk)
-                remaining -= len(chunk)
-                await writer.drain()
+        if self.use_sendfile:
+            await writer.drain()
+            sent = await self.loop.sendfile(writer.transport, f, start, length)
+            if sent != length:          # the client would read the next response as body
+                raise ConnectionError("file shrank while it was sent")
+            return
+        f.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = f.read(min(STREAM_CHUNK, remaining))
+            if not chunk:
+                raise ConnectionError("file shrank while it was sent")
+            writer.write(chunk)
+            remaining -= len(chunk)
+            await writer.drain()
 
     # -- WebSocket ---------------------------------------------------------
 
@@ -1198,7 +1238,7 @@ class Site:
                     return
                 for event in events:
                     if isinstance(event, Ping):
-                        client.transport.write(build_frame(Opcode.PONG, event.payload))
+                        client.send_pong(event.payload)
                     elif isinstance(event, Close):
                         if client.close_sent:
                             return          # the answer to our Close: done
@@ -1383,8 +1423,11 @@ def _interface_addresses():
         finally:
             sock.close()
     try:                                # Windows, and a fallback everywhere
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            found.append((info[4][0], ""))
+        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET, socket.SOCK_STREAM):
+            # The host name may resolve (hosts file, stale DNS) to an address
+            # this machine no longer has: keep only addresses we can bind.
+            if is_local_address(info[4][0]):
+                found.append((info[4][0], ""))
     except (OSError, UnicodeError):
         pass
     return found
@@ -1603,8 +1646,10 @@ class ImageServer:
         image = os.path.join(self.web_folder, IMAGE_NAME)
         waiting = waiting_image_path(assets_dir)
         if not os.path.exists(image) and waiting is not None:
-            shutil.copyfile(waiting, image + ".tmp")
-            replace_file(image + ".tmp", image)
+            # atomic_write: its temporary file is a dotfile (never served) and
+            # is removed on failure; "web_image.jpg.tmp" would be left behind.
+            with open(waiting, "rb") as f:
+                atomic_write(image, f.read())
 
     # -- while running -----------------------------------------------------
 
@@ -1695,9 +1740,13 @@ class Server:
         self._stopped = threading.Event()
 
     def start(self):
-        self._stopped.clear()
-        self._server.start()
-        self._stopped.wait()
+        # A stop() that comes before this thread runs still stops the server.
+        try:
+            self._server.start()
+            self._stopped.wait()
+        finally:
+            self._server.stop()
+            self._stopped.clear()
 
     def stop(self):
         self._server.stop()

@@ -2,6 +2,7 @@
 ports, raw HTTP exchanges and a minimal WebSocket client on plain sockets."""
 
 import base64
+import logging
 import os
 import shutil
 import socket
@@ -198,3 +199,80 @@ class WSClient:
             return self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
+
+
+def http_get(port, path="/", timeout=5.0, host="127.0.0.1"):
+    """One GET on a new connection (Connection: close): (status, headers, body)."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % (path, host)).encode())
+        status, headers, body, _ = read_response(sock)
+    return status, headers, body
+
+
+def ws_open(port, timeout=5.0, host="127.0.0.1"):
+    """A WSClient on /ws of a server not owned by a ServerTestCase (caller closes .sock)."""
+    sock = socket.create_connection((host, port), timeout=timeout)
+    try:
+        sock.sendall(ws_handshake_request())
+        status, headers, rest = read_response_head(sock)
+        if status != 101:
+            raise ConnectionError("WebSocket handshake refused: %d %r" % (status, headers))
+    except BaseException:
+        sock.close()
+        raise
+    return WSClient(sock, rest)
+
+
+# --- process measurements and log capture (hardening and soak suites) ------
+
+def rss_kib():
+    """Resident memory of this process in KiB (Linux /proc), or None."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def open_fd_count():
+    """Open file descriptors of this process (Linux /proc), or None."""
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+
+
+class LogCapture(logging.Handler):
+    """Collects the records of the given loggers (default: alsserve and
+    asyncio) for a test, instead of printing them; `errors()` lists those
+    at ERROR or above."""
+
+    def __init__(self, names=("alsserve", "asyncio")):
+        super().__init__(logging.DEBUG)
+        self.records = []
+        self.names = names
+        self._saved = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+    def install(self, testcase):
+        for name in self.names:
+            logger = logging.getLogger(name)
+            self._saved.append((logger, logger.propagate))
+            logger.addHandler(self)
+            logger.propagate = False
+        testcase.addCleanup(self.uninstall)
+        return self
+
+    def uninstall(self):
+        for logger, propagate in self._saved:
+            logger.removeHandler(self)
+            logger.propagate = propagate
+        self._saved = []
+
+    def errors(self):
+        return ["%s: %s" % (r.name, r.getMessage()) for r in self.records if r.levelno >= logging.ERROR]
