@@ -36,7 +36,6 @@ import base64
 import codecs
 import email.utils
 import enum
-import errno
 import hashlib
 import ipaddress
 import json
@@ -45,6 +44,7 @@ import os
 import signal
 import socket
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -85,6 +85,7 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_FIELDS = 100
 HEADER_TIMEOUT = 10.0        # a new connection must send a complete head within this
 KEEPALIVE_TIMEOUT = 15.0     # an idle keep-alive connection is closed after this
+SEND_TIMEOUT = 30.0          # a download that takes no data this long is dropped
 MAX_CONNECTIONS = 4000       # HTTP + WebSocket connections together; beyond: 503
 
 # File cache: every served file up to CACHE_FILE_LIMIT is kept in memory, shared
@@ -92,6 +93,7 @@ MAX_CONNECTIONS = 4000       # HTTP + WebSocket connections together; beyond: 50
 CACHE_FILE_LIMIT = 32 * 1024 * 1024
 CACHE_TOTAL_LIMIT = 96 * 1024 * 1024
 STREAM_CHUNK = 256 * 1024
+SENDFILE_CHUNK = 1024 * 1024       # small enough for slow Wi-Fi within SEND_TIMEOUT
 # A JPEG being rewritten in place is re-read until two stats agree and it ends
 # with its EOI marker; meanwhile the previous complete copy is served.
 STABLE_READ_ATTEMPTS = 50
@@ -103,6 +105,10 @@ WS_MAX_CLIENTS = 2000            # leaves headroom above 1000-client star partie
 WS_MAX_MESSAGE = 64 * 1024       # clients send tiny messages or none
 WS_PING_INTERVAL = 20.0          # a client silent for 2 intervals is dropped
 WS_SEND_TIMEOUT = 10.0           # a client that cannot drain this long is dropped
+# Distinct messages (and their bytes) that may wait for one client; beyond,
+# the client is dropped: it is far behind and would grow our memory.
+WS_MAX_PENDING = 1024
+WS_MAX_PENDING_BYTES = 4 * 1024 * 1024
 WS_CLOSE_TIMEOUT = 2.0           # wait this long for the peer's Close
 
 STOP_GRACE = 2.0
@@ -852,7 +858,7 @@ class WebSocketClient:
     while the transport still holds unsent bytes, messages wait in a small
     deduplicated list (a repeated new_image coalesces), flushed by one task."""
 
-    __slots__ = ("writer", "transport", "peer", "last_seen", "pending",
+    __slots__ = ("writer", "transport", "peer", "last_seen", "pending", "pending_bytes",
                  "flusher", "close_sent", "done")
 
     def __init__(self, writer, peer, now):
@@ -861,6 +867,7 @@ class WebSocketClient:
         self.peer = peer
         self.last_seen = now
         self.pending = []
+        self.pending_bytes = 0
         self.flusher = None
         self.close_sent = False
         self.done = False
@@ -871,7 +878,14 @@ class WebSocketClient:
         if not self.pending and not self.transport.get_write_buffer_size():
             self.transport.write(frame)
         elif frame not in self.pending:
+            if len(self.pending) >= WS_MAX_PENDING or \
+                    self.pending_bytes + len(frame) > WS_MAX_PENDING_BYTES:
+                log.warning("websocket %s: %d messages (%d bytes) waiting, dropped",
+                            self.peer, len(self.pending), self.pending_bytes)
+                self.transport.abort()
+                return
             self.pending.append(frame)
+            self.pending_bytes += len(frame)
             if self.flusher is None:
                 self.flusher = asyncio.ensure_future(self._flush())
 
@@ -881,13 +895,14 @@ class WebSocketClient:
         cannot grow our memory. Nothing follows our Close (send checks)."""
         pong_first_byte = 0x80 | Opcode.PONG
         self.pending = [f for f in self.pending if f[0] != pong_first_byte]
+        self.pending_bytes = sum(map(len, self.pending))
         self.send(build_frame(Opcode.PONG, payload))
 
     async def _flush(self):
         try:
             # Write buffer limits are (0, 0): drain() returns once all is sent.
             await asyncio.wait_for(self.writer.drain(), WS_SEND_TIMEOUT)
-            frames, self.pending = self.pending, []
+            frames, self.pending, self.pending_bytes = self.pending, [], 0
             if not self.done:
                 self.transport.write(b"".join(frames))
         except asyncio.TimeoutError:
@@ -902,7 +917,7 @@ class WebSocketClient:
 
     def send_close(self, code, reason=""):
         if not self.close_sent and not self.done:
-            frames, self.pending = b"".join(self.pending), []
+            frames, self.pending, self.pending_bytes = b"".join(self.pending), [], 0
             self.transport.write(frames + build_close(code, reason))
             self.close_sent = True
 
@@ -929,6 +944,8 @@ class Site:
         self.loop = None
         self.server = None
         self._broadcast_scheduled = {}  # message -> True while a broadcast is queued
+        self._wake_read = None          # pipe that wakes the loop for queued broadcasts
+        self._wake_write = None
         self.stopping = False
         self._keepalive_task = None
         self._date = (0, "")
@@ -940,31 +957,74 @@ class Site:
         self.server = await asyncio.start_server(self.handle_connection, sock=sock, limit=READER_LIMIT)
         if self.ping_interval:
             self._keepalive_task = self.loop.create_task(self._keepalive())
+        self._open_wake_pipe()
+
+    def _open_wake_pipe(self):
+        """POSIX: notify wakes the loop by writing one byte to a pipe, which
+        costs the caller's thread about half of call_soon_threadsafe() (a
+        socket pair). Elsewhere, or when the loop has no add_reader (Windows'
+        proactor), request_broadcast keeps call_soon_threadsafe()."""
+        if os.name != "posix":
+            return
+        read_fd, write_fd = os.pipe()
+        try:
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            self.loop.add_reader(read_fd, self._on_wake)
+        except (NotImplementedError, OSError):
+            os.close(read_fd)
+            os.close(write_fd)
+            return
+        self._wake_read = read_fd
+        # A file object: a write racing with close fails cleanly (ValueError)
+        # instead of hitting a reused descriptor.
+        self._wake_write = open(write_fd, "wb", buffering=0)
+
+    def _close_wake_pipe(self):
+        """The write end first: a late notify then fails as a closed file."""
+        if self._wake_write is not None:
+            self._wake_write.close()
+        if self._wake_read is not None:
+            self.loop.remove_reader(self._wake_read)
+            os.close(self._wake_read)
+            self._wake_read = None
 
     async def shutdown(self, grace=STOP_GRACE):
         """STOP: say disconnect, let browsers close within grace, then close all."""
         loop = self.loop
         deadline = loop.time() + max(0.0, grace)
-        self.server.close()
+        # The last tenth of grace is kept for the Close handshake with browsers
+        # that did not close by themselves: STOP returns within grace.
+        close_at = deadline - min(0.25, max(0.0, grace) / 10)
+        # Stop accepting, and give accepts already in flight a loop turn to
+        # attach to the server before it closes: asyncio < 3.12 fails them
+        # once it is closed, and their sockets leak.
+        for sock in self.server.sockets or ():
+            try:
+                loop.remove_reader(sock.fileno())
+            except NotImplementedError:     # Windows' proactor loop: no readers
+                pass
         if self._keepalive_task is not None:
             self._keepalive_task.cancel()
         self.broadcast(DISCONNECT_MESSAGE)
         self.stopping = True            # nothing may follow the disconnect message
-        while self.clients and loop.time() < deadline:
+        await asyncio.sleep(0)
+        self.server.close()
+        while self.clients and loop.time() < close_at:
             await asyncio.sleep(0.01)
         for client in list(self.clients):
             client.send_close(CloseCode.GOING_AWAY, "server stopping")
-        close_deadline = min(deadline + 0.5, loop.time() + WS_CLOSE_TIMEOUT)
-        while self.clients and loop.time() < close_deadline:
+        while self.clients and loop.time() < deadline:
             await asyncio.sleep(0.01)
         for transport in list(self.connections.values()):
-            transport.abort()
+            reset_transport(transport)
         tasks = list(self.connections)
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
             for task in tasks:
                 task.cancel()
         self.cache.clear()
+        self._close_wake_pipe()
 
     # -- broadcast ---------------------------------------------------------
 
@@ -974,7 +1034,23 @@ class Site:
         if self._broadcast_scheduled.get(message):
             return
         self._broadcast_scheduled[message] = True
-        self.loop.call_soon_threadsafe(self.broadcast, message)
+        wake = self._wake_write
+        if wake is None:
+            self.loop.call_soon_threadsafe(self.broadcast, message)
+            return
+        try:
+            wake.write(b"\0")           # None when the pipe is full: a wake-up is pending anyway
+        except (ValueError, OSError):   # closed by STOP in between
+            self._broadcast_scheduled.pop(message, None)
+
+    def _on_wake(self):
+        """The loop side of the wake pipe: send every queued message, in order."""
+        try:
+            os.read(self._wake_read, 4096)
+        except OSError:
+            pass
+        for message in list(self._broadcast_scheduled):
+            self.broadcast(message)
 
     def broadcast(self, message):
         self._broadcast_scheduled.pop(message, None)
@@ -1184,8 +1260,16 @@ class Site:
         await writer.drain()
         return keep_alive
 
-    @staticmethod
-    async def _write_body(writer, head, body):
+    async def _drain(self, writer):
+        """drain(), but a client that takes no data for SEND_TIMEOUT is dropped
+        (a phone that walked away mid-download must not hold its connection)."""
+        timer = self.loop.call_later(SEND_TIMEOUT, writer.transport.abort)
+        try:
+            await writer.drain()
+        finally:
+            timer.cancel()
+
+    async def _write_body(self, writer, head, body):
         """Write in chunks so a slow client holds at most one chunk in memory."""
         if len(body) <= STREAM_CHUNK:
             writer.write(head + body)
@@ -1193,15 +1277,24 @@ class Site:
         writer.write(head)
         for offset in range(0, len(body), STREAM_CHUNK):
             writer.write(body[offset:offset + STREAM_CHUNK])
-            await writer.drain()
+            await self._drain(writer)
 
     async def _stream_file(self, writer, f, start, length):
         """A file too big to cache: sendfile where the OS has it, else chunks."""
+        end = start + length
         if self.use_sendfile:
-            await writer.drain()
-            sent = await self.loop.sendfile(writer.transport, f, start, length)
-            if sent != length:          # the client would read the next response as body
-                raise ConnectionError("file shrank while it was sent")
+            await self._drain(writer)
+            for offset in range(start, end, SENDFILE_CHUNK):
+                count = min(SENDFILE_CHUNK, end - offset)
+                # Cancelled rather than aborted: an abort during a native
+                # sendfile leaves it waiting on the closed socket.
+                try:
+                    sent = await asyncio.wait_for(self.loop.sendfile(writer.transport, f, offset, count),
+                                                  SEND_TIMEOUT)
+                except asyncio.TimeoutError:
+                    raise ConnectionError("download stalled") from None
+                if sent != count:       # the client would read the next response as body
+                    raise ConnectionError("file shrank while it was sent")
             return
         f.seek(start)
         remaining = length
@@ -1211,7 +1304,7 @@ class Site:
                 raise ConnectionError("file shrank while it was sent")
             writer.write(chunk)
             remaining -= len(chunk)
-            await writer.drain()
+            await self._drain(writer)
 
     # -- WebSocket ---------------------------------------------------------
 
@@ -1261,6 +1354,20 @@ class Site:
 def _peer_name(writer):
     peer = writer.get_extra_info("peername")
     return "%s:%s" % peer[:2] if isinstance(peer, tuple) else str(peer)
+
+
+def reset_transport(transport):
+    """Abort with a TCP reset (SO_LINGER 0): a plain abort leaves unsent
+    bytes to the kernel, which keeps the connection alive until a client
+    that is not reading has taken them all."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack("HH" if os.name == "nt" else "ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
 
 
 # =============================================================================
@@ -1409,7 +1516,6 @@ def _interface_addresses():
         request = SIOCGIFADDR["darwin"]
     if request is not None and hasattr(socket, "if_nameindex"):
         import fcntl
-        import struct
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             for _index, name in socket.if_nameindex():
@@ -1630,6 +1736,14 @@ class ImageServer:
             try:
                 loop.run_forever()
             finally:
+                # A connection accepted as the listener closed may still be
+                # pending: cancel it and let it end, so it closes its socket
+                # rather than being destroyed with the loop.
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.close()
 

@@ -1,7 +1,6 @@
 """Shared helpers for the stdlib test suites: servers on free loopback
 ports, raw HTTP exchanges and a minimal WebSocket client on plain sockets."""
 
-import base64
 import logging
 import os
 import shutil

@@ -5,13 +5,15 @@ keepalive, the client cap and STOP."""
 
 import concurrent.futures
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import unittest
 from unittest import mock
 
-from support import (ServerTestCase, WSClient, alsserve, read_response, read_response_head,
+from support import (ServerTestCase, WSClient, alsserve, free_port, read_response, read_response_head,
                      recv_until_close, ws_handshake_request)
 
 Opcode = alsserve.Opcode
@@ -741,6 +743,67 @@ class BroadcastTest(WSTestCase):
             self.assertEqual(frame, (Opcode.TEXT, True, NEW_IMAGE))
 
 
+class WakeUpPathTest(unittest.TestCase):
+    """notify wakes the loop through a pipe on POSIX and through
+    call_soon_threadsafe where the loop cannot watch one (Windows)."""
+
+    def run_server(self, os_name):
+        folder = self.make_folder()
+        server = alsserve.ImageServer(folder, port=free_port(), displayed_address="ip:127.0.0.1",
+                                      publish=False)
+        with mock.patch.object(alsserve.os, "name", os_name):
+            with self.assertLogs("alsserve", "WARNING"):
+                server.start()
+        self.addCleanup(server.stop, 0)
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(ws_handshake_request())
+        status, _, rest = read_response_head(sock)
+        self.assertEqual(status, 101)
+        client = WSClient(sock, rest)
+        deadline = time.monotonic() + 5
+        while server.client_count < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        for _ in range(3):
+            server.notify_browsers_about_new_image()
+            self.assertEqual(client.recv_frame(), (Opcode.TEXT, True, NEW_IMAGE))
+        self.client = client
+        return server
+
+    def make_folder(self):
+        folder = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, folder, True)
+        return folder
+
+    def test_pipe_on_posix(self):
+        if os.name != "posix":
+            self.skipTest("the pipe is the POSIX path")
+        server = self.run_server("posix")
+        self.assertIsNotNone(server._site._wake_write)
+
+    def test_call_soon_threadsafe_fallback(self):
+        server = self.run_server("nt")
+        site = server._site
+        self.assertIsNone(site._wake_write)
+        with mock.patch.object(site.loop, "call_soon_threadsafe", wraps=site.loop.call_soon_threadsafe) as spy:
+            server.notify_browsers_about_new_image()
+            deadline = time.monotonic() + 2
+            while not spy.called and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.assertTrue(spy.called)
+
+    def test_notify_after_stop_leaks_no_descriptor(self):
+        if not os.path.isdir("/proc/self/fd"):
+            self.skipTest("needs /proc/self/fd")
+        before = len(os.listdir("/proc/self/fd"))
+        for _ in range(5):
+            server = self.run_server(os.name)
+            server.stop(0)
+            server.notify_browsers_about_new_image()
+            self.client.sock.close()
+        self.assertLessEqual(len(os.listdir("/proc/self/fd")), before + 2)
+
+
 class SlowClientTest(WSTestCase):
 
     def stalled_client(self):
@@ -826,6 +889,22 @@ class SlowClientTest(WSTestCase):
         self.server.notify_browsers_about_new_image()
         self.wait_for(lambda: len(frames) > count, timeout=3.0, message="new_image to the reading client")
         self.assertEqual(frames[-1], (Opcode.TEXT, True, NEW_IMAGE))
+
+    def test_stalled_client_with_many_distinct_messages_is_dropped(self):
+        good = self.ws_connect()
+        frames, _ = self.reader(good)
+        sock = self.stalled_client()
+        self.wait_for(lambda: self.server.client_count == 2, message="two clients")
+        stalled = self.server_client(sock)
+        self.fill(stalled)
+        pad = "x" * 60000               # distinct big messages: more bytes than allowed to wait
+        for i in range(alsserve.WS_MAX_PENDING_BYTES // 60000 + 5):
+            self.server.send_message_text('{"type": "custom", "n": %d, "pad": "%s"}' % (i, pad))
+            time.sleep(0.002)
+        self.wait_for(lambda: self.server.client_count == 1, timeout=3.0, message="stalled client dropped")
+        count = len(frames)
+        self.server.notify_browsers_about_new_image()
+        self.wait_for(lambda: len(frames) > count, timeout=3.0, message="new_image to the reading client")
 
     def test_ping_flood_without_reading_stays_bounded(self):
         # A peer that pings and never reads gets only the latest pongs.

@@ -1,0 +1,183 @@
+"""One server under test, in its own process, driven by run.py over stdin.
+
+    python control.py KIND PORT FOLDER     KIND: alsserve | aiohttp | websockets
+
+The server runs in its own thread and event loop (as ALS runs it); this
+process's main thread is "the caller's thread": it calls the server's notify
+and stop and times them. Commands are JSON lines on stdin, answers JSON
+lines on stdout; the first line out is {"ready": ...} once the server serves.
+
+  {"cmd": "notify"}                  -> {"t0": monotonic before the call, "call": s}
+  {"cmd": "notify_cost", "n", "interval"} -> {"calls": [s, ...], "floor": [s, ...]}
+      "floor" times, alternating with the notify calls, a bare
+      call_soon_threadsafe() to an idle event loop in this process: asyncio's
+      own cross-thread wake-up (a syscall and a GIL hand-off), for reference
+  {"cmd": "bcast"}                   -> {"times": [s, ...]} of the server's own
+      send loop (on its event loop thread) since the last "bcast"
+  {"cmd": "send_floor"}              (alsserve only) -> {"floor": s}: one bare
+      socket.send() of the new_image frame to every client, timed on the loop
+      thread: the least any send loop on this machine can cost
+  {"cmd": "text", "size"}            broadcast one text message of size bytes
+  {"cmd": "clients"}                 -> {"clients": n, "stalled": n with unsent bytes}
+  {"cmd": "stop"}                    -> {"stop": s}
+  {"cmd": "quit"}
+"""
+import asyncio
+import base64
+import json
+import os
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+BROADCASTS = []                 # durations of the server's send loop
+
+
+def timed(function):
+    def wrapper(*args):
+        p0 = time.perf_counter()
+        function(*args)
+        BROADCASTS.append(time.perf_counter() - p0)
+    return wrapper
+
+
+def timed_coroutine(function):
+    async def wrapper(*args):
+        p0 = time.perf_counter()
+        await function(*args)
+        BROADCASTS.append(time.perf_counter() - p0)
+    return wrapper
+
+
+class AlsServe:
+    def __init__(self, port, folder):
+        sys.path.insert(0, ROOT)
+        import alsserve
+        self.server = alsserve.ImageServer(folder, port=port)
+        self.server.start()
+        site = self.server._site
+        site.broadcast = timed(site.broadcast)
+        self.notify = self.server.notify_browsers_about_new_image
+        self.text = self.server.send_message_text
+        self.stop = self.server.stop
+
+    def clients(self):
+        site = self.server._site
+        clients = list(site.clients) if site is not None else []
+        return len(clients), sum(1 for c in clients if c.transport.get_write_buffer_size() or c.pending)
+
+    def send_floor(self):
+        import alsserve
+        site, result, done = self.server._site, [], threading.Event()
+
+        def raw_loop():
+            frame = alsserve.build_text(alsserve.NEW_IMAGE_MESSAGE)
+            sockets = [c.transport._sock for c in site.clients]     # bench only: private
+            p0 = time.perf_counter()
+            for sock in sockets:
+                sock.send(frame)
+            result.append(time.perf_counter() - p0)
+            done.set()
+
+        self.server._loop.call_soon_threadsafe(raw_loop)
+        done.wait(10)
+        return result[0]
+
+
+class AiohttpPeer:
+    def __init__(self, port, folder):
+        sys.path.insert(0, HERE)
+        import peer_aiohttp
+        self.server = peer_aiohttp.Server(folder, port)
+        self.server._broadcast = timed_coroutine(self.server._broadcast)
+        threading.Thread(target=self.server.start, daemon=True).start()
+        self.server.ready.wait()
+        self.text = self.server.send_text
+        self.stop = self.server.stop
+
+    def notify(self):
+        self.server.send_message({"type": "new_image"})
+
+    def clients(self):
+        transports = list(self.server.transports.values())
+        return len(self.server.websockets), sum(
+            1 for t in transports if t is not None and t.get_write_buffer_size())
+
+
+class WebsocketsPeer:
+    def __init__(self, port, folder):
+        sys.path.insert(0, HERE)
+        import peer_websockets
+        self.server = peer_websockets.Server(port)
+        self.server.broadcast = timed(self.server.broadcast)
+        threading.Thread(target=self.server.start, daemon=True).start()
+        self.server.ready.wait()
+        self.text = self.server.send_text
+        self.stop = self.server.stop
+
+    def notify(self):
+        self.server.send_message({"type": "new_image"})
+
+    def clients(self):
+        conns = list(self.server.clients)
+        return len(conns), sum(1 for c in conns if c.transport.get_write_buffer_size())
+
+
+KINDS = {"alsserve": AlsServe, "aiohttp": AiohttpPeer, "websockets": WebsocketsPeer}
+
+
+def reply(obj):
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def main():
+    kind, port, folder = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    server = KINDS[kind](port, folder)
+    idle_loop = asyncio.new_event_loop()
+    threading.Thread(target=idle_loop.run_forever, daemon=True).start()
+    reply({"ready": kind, "pid": os.getpid()})
+    for line in sys.stdin:
+        msg = json.loads(line)
+        cmd = msg["cmd"]
+        if cmd == "notify":
+            t0 = time.monotonic()
+            p0 = time.perf_counter()
+            server.notify()
+            reply({"t0": t0, "call": time.perf_counter() - p0})
+        elif cmd == "notify_cost":
+            calls, floor = [], []
+            for _ in range(msg["n"]):
+                time.sleep(msg["interval"])
+                p0 = time.perf_counter()
+                server.notify()
+                calls.append(time.perf_counter() - p0)
+                time.sleep(msg["interval"])
+                p0 = time.perf_counter()
+                idle_loop.call_soon_threadsafe(len, "")
+                floor.append(time.perf_counter() - p0)
+            reply({"calls": calls, "floor": floor})
+        elif cmd == "send_floor":
+            reply({"floor": server.send_floor()})
+        elif cmd == "bcast":
+            times, BROADCASTS[:] = BROADCASTS[:], []
+            reply({"times": times})
+        elif cmd == "text":
+            server.text(base64.b64encode(os.urandom(msg["size"] * 3 // 4)).decode())
+            reply({"ok": True})
+        elif cmd == "clients":
+            count, stalled = server.clients()
+            reply({"clients": count, "stalled": stalled})
+        elif cmd == "stop":
+            p0 = time.perf_counter()
+            server.stop()
+            reply({"stop": time.perf_counter() - p0})
+        elif cmd == "quit":
+            break
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
