@@ -749,7 +749,8 @@ DISCONNECT_MESSAGE = json.dumps({"type": "disconnect"})
 
 
 class FileSnapshot:
-    """One complete, consistent copy of a served file."""
+    """One complete, consistent copy of a served file and its validators
+    (body None for a file too big to cache, streamed from disk)."""
 
     __slots__ = ("key", "body", "etag", "mtime", "last_modified")
 
@@ -766,7 +767,8 @@ def stat_key(st):
 
 
 def read_snapshot(path):
-    """Read a file and say whether the copy is consistent: (key, body, stable).
+    """Read a file and say whether the copy is consistent:
+    (key, body, mtime, stable).
 
     Stable means the file did not change while it was read (same inode,
     size and mtime before and after) and, for a JPEG, that it is complete:
@@ -798,6 +800,7 @@ class FileCache:
         self.total_limit = total_limit
         self._entries = {}              # path -> FileSnapshot (dict order = LRU order)
         self._loading = {}              # path -> Task reading the file
+        self._unstable = {}             # path -> (key, since when) of an incomplete copy
         self._total = 0
         self.disk_reads = 0
 
@@ -816,7 +819,7 @@ class FileCache:
     async def _load(self, path, size):
         loop = asyncio.get_running_loop()
         previous = self._entries.get(path)
-        first_unstable = None
+        first_unstable = self._unstable.get(path)
         for _attempt in range(STABLE_READ_ATTEMPTS):
             if size > STREAM_CHUNK:     # big reads leave the event loop free
                 key, body, mtime, stable = await loop.run_in_executor(None, read_snapshot, path)
@@ -827,11 +830,12 @@ class FileCache:
                     and loop.time() - first_unstable[1] > 0.5:
                 stable = True           # unchanged for a while: it is what it is
             if stable:
+                self._unstable.pop(path, None)
                 entry = FileSnapshot(key, body, mtime)
                 self._store(path, entry)
                 return entry
             if first_unstable is None or first_unstable[0] != key:
-                first_unstable = (key, loop.time())
+                first_unstable = self._unstable[path] = (key, loop.time())
             if previous is not None:
                 return previous         # serve the last complete copy now
             await asyncio.sleep(STABLE_READ_PAUSE)
@@ -850,6 +854,7 @@ class FileCache:
 
     def clear(self):
         self._entries.clear()
+        self._unstable.clear()
         self._total = 0
 
 
@@ -1146,7 +1151,7 @@ class Site:
             data += body
         writer.write(data)
         self._log_request(peer, request, error.status, len(body))
-        await writer.drain()
+        await self._drain(writer)
         return keep_alive
 
     def _log_request(self, peer, request, status, length):
@@ -1218,19 +1223,19 @@ class Site:
                 entry = await self.cache.get(path, st)
             except OSError:             # removed or unreadable since the lookup
                 raise HTTPError(404, "not found") from None
-            size, etag, mtime, last_modified = len(entry.body), entry.etag, entry.mtime, entry.last_modified
+            size = len(entry.body)
         else:
-            entry = None
-            key = stat_key(st)
-            size, etag, mtime, last_modified = st.st_size, '"%x-%x-%x"' % key, st.st_mtime, http_date(st.st_mtime)
-        headers = [("Content-Type", content_type_for(path)), ("Last-Modified", last_modified),
+            entry = FileSnapshot(stat_key(st), None, st.st_mtime)      # streamed from disk
+            size = st.st_size
+        etag = entry.etag
+        headers = [("Content-Type", content_type_for(path)), ("Last-Modified", entry.last_modified),
                    ("ETag", etag), ("Cache-Control", "no-cache"),
                    ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
         keep_alive, http10 = request.keep_alive, request.version == "HTTP/1.0"
-        if not_modified(request, etag, mtime):
+        if not_modified(request, etag, entry.mtime):
             writer.write(ResponseHead(304, headers).encode(self.date(), keep_alive, http10))
             self._log_request(peer, request, 304, 0)
-            await writer.drain()
+            await self._drain(writer)
             return keep_alive
         status, start, end = 200, 0, size - 1
         if_range = request.header("if-range")
@@ -1242,7 +1247,7 @@ class Site:
         length = end - start + 1
         headers.append(("Content-Length", str(length)))
         stream = None
-        if entry is None and request.method != "HEAD":
+        if not cached and request.method != "HEAD":
             try:                        # before the head: an error after it would corrupt the stream
                 stream = open(path, "rb")
             except OSError:
@@ -1251,18 +1256,22 @@ class Site:
         self._log_request(peer, request, status, length)
         if request.method == "HEAD":
             writer.write(head)
-        elif entry is not None:
+        elif cached:
             await self._write_body(writer, head, memoryview(entry.body)[start:end + 1])
         else:
             with stream:
                 writer.write(head)
                 await self._stream_file(writer, stream, start, length)
-        await writer.drain()
+        await self._drain(writer)
         return keep_alive
 
     async def _drain(self, writer):
         """drain(), but a client that takes no data for SEND_TIMEOUT is dropped
         (a phone that walked away mid-download must not hold its connection)."""
+        if writer.transport.is_closing():
+            raise ConnectionResetError("connection lost")   # stop writing to it
+        if not writer.transport.get_write_buffer_size():
+            return                      # all sent: nothing to wait for
         timer = self.loop.call_later(SEND_TIMEOUT, writer.transport.abort)
         try:
             await writer.drain()

@@ -1152,6 +1152,35 @@ class StreamingTests(HTTPTestCase):
                 self.assertEqual(rest, self.data)
 
 
+class IncompleteJpegTests(HTTPTestCase):
+    """A JPEG that does not end with EOI is taken for one being written: the
+    last complete copy is served meanwhile; once the file has stayed the
+    same for half a second it is served as it is (some writers append data
+    after EOI), with or without a previous copy."""
+
+    def test_previous_copy_until_the_file_stays_unchanged(self):
+        old = make_jpeg(5000, b"\x01")
+        self.write("web_image.jpg", old)
+        self.assertEqual(self.get("/web_image.jpg")[2], old)
+        trailing = make_jpeg(6000, b"\x02") + b"appended after EOI"
+        self.write("web_image.jpg", trailing)
+        self.assertEqual(self.get("/web_image.jpg")[2], old)
+        deadline = time.monotonic() + 3
+        body = old
+        while body == old and time.monotonic() < deadline:
+            time.sleep(0.1)
+            body = self.get("/web_image.jpg")[2]
+        self.assertEqual(body, trailing)
+
+    def test_without_previous_copy_served_after_it_settles(self):
+        trailing = make_jpeg(6000, b"\x03") + b"appended after EOI"
+        self.write("other.jpg", trailing)
+        began = time.monotonic()
+        status, _, body = self.get("/other.jpg")
+        self.assertEqual((status, body), (200, trailing))
+        self.assertGreater(time.monotonic() - began, 0.4)
+
+
 class SendTimeoutTests(HTTPTestCase):
     """A client that stops reading mid-download is dropped after SEND_TIMEOUT,
     on the cached path and on both streaming paths."""
