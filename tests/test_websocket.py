@@ -431,6 +431,21 @@ class WSTestCase(ServerTestCase):
             client.send(Opcode.CLOSE, payload[:2])
         self.assertTrue(client.at_eof(5.0), "TCP not closed after Close")
 
+    def stalled_client(self):
+        """A WebSocket on a socket with a tiny receive buffer that we never read."""
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(5.0)
+        sock.connect(("127.0.0.1", self.port))
+        sock.sendall(ws_handshake_request())
+        # Read only the head, byte by byte, so no frame is consumed.
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += sock.recv(1)
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
+        return sock
+
 
 class HandshakeTest(WSTestCase):
 
@@ -806,21 +821,6 @@ class WakeUpPathTest(unittest.TestCase):
 
 class SlowClientTest(WSTestCase):
 
-    def stalled_client(self):
-        """A WebSocket on a socket with a tiny receive buffer that we never read."""
-        sock = socket.socket()
-        self.addCleanup(sock.close)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(5.0)
-        sock.connect(("127.0.0.1", self.port))
-        sock.sendall(ws_handshake_request())
-        # Read only the head, byte by byte, so no frame is consumed.
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            head += sock.recv(1)
-        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
-        return sock
-
     def reader(self, client):
         """Read frames of `client` in a thread; returns (frames, stop event)."""
         frames, stop = [], threading.Event()
@@ -850,12 +850,23 @@ class SlowClientTest(WSTestCase):
                 return len(alsserve.build_text(big))
         self.fail("the stalled client never filled up")
 
-    def test_stalled_client_does_not_delay_others_and_stays_bounded(self):
-        good = self.ws_connect()
-        frames, _ = self.reader(good)
+    def reading_and_stalled(self):
+        """A client read in a thread and a stalled one: (frames of the first,
+        the server's WebSocketClient of the second)."""
+        frames, _ = self.reader(self.ws_connect())
         sock = self.stalled_client()
         self.wait_for(lambda: self.server.client_count == 2, message="two clients")
-        stalled = self.server_client(sock)
+        return frames, self.server_client(sock)
+
+    def assert_reader_served(self, frames):
+        """The reading client gets the next notify at once."""
+        count = len(frames)
+        self.server.notify_browsers_about_new_image()
+        self.wait_for(lambda: len(frames) > count, timeout=3.0, message="new_image to the reading client")
+        self.assertEqual(frames[-1], (Opcode.TEXT, True, NEW_IMAGE))
+
+    def test_stalled_client_does_not_delay_others_and_stays_bounded(self):
+        frames, stalled = self.reading_and_stalled()
         big_frame = self.fill(stalled)
         most_pending, most_buffered = 0, 0
         for i in range(3000):
@@ -869,42 +880,26 @@ class SlowClientTest(WSTestCase):
         self.assertLessEqual(most_pending, 2)
         self.assertLessEqual(most_buffered, 2 * big_frame)
         # The reading client got the flood and gets the next notify at once.
-        count = len(frames)
-        self.server.notify_browsers_about_new_image()
-        self.wait_for(lambda: len(frames) > count, timeout=3.0, message="new_image to the reading client")
-        self.assertEqual(frames[-1], (Opcode.TEXT, True, NEW_IMAGE))
+        self.assert_reader_served(frames)
         self.assertEqual(self.server.client_count, 2)
 
     def test_stalled_client_dropped_after_send_timeout(self):
         with mock.patch.object(alsserve, "WS_SEND_TIMEOUT", 1.0):
-            good = self.ws_connect()
-            frames, _ = self.reader(good)
-            sock = self.stalled_client()
-            self.wait_for(lambda: self.server.client_count == 2, message="two clients")
-            stalled = self.server_client(sock)
+            frames, stalled = self.reading_and_stalled()
             self.fill(stalled)
             self.server.notify_browsers_about_new_image()
             self.wait_for(lambda: self.server.client_count == 1, timeout=6.0, message="stalled client dropped")
-        count = len(frames)
-        self.server.notify_browsers_about_new_image()
-        self.wait_for(lambda: len(frames) > count, timeout=3.0, message="new_image to the reading client")
-        self.assertEqual(frames[-1], (Opcode.TEXT, True, NEW_IMAGE))
+        self.assert_reader_served(frames)
 
     def test_stalled_client_with_many_distinct_messages_is_dropped(self):
-        good = self.ws_connect()
-        frames, _ = self.reader(good)
-        sock = self.stalled_client()
-        self.wait_for(lambda: self.server.client_count == 2, message="two clients")
-        stalled = self.server_client(sock)
+        frames, stalled = self.reading_and_stalled()
         self.fill(stalled)
         pad = "x" * 60000               # distinct big messages: more bytes than allowed to wait
         for i in range(alsserve.WS_MAX_PENDING_BYTES // 60000 + 5):
             self.server.send_message_text('{"type": "custom", "n": %d, "pad": "%s"}' % (i, pad))
             time.sleep(0.002)
         self.wait_for(lambda: self.server.client_count == 1, timeout=3.0, message="stalled client dropped")
-        count = len(frames)
-        self.server.notify_browsers_about_new_image()
-        self.wait_for(lambda: len(frames) > count, timeout=3.0, message="new_image to the reading client")
+        self.assert_reader_served(frames)
 
     def test_ping_flood_without_reading_stays_bounded(self):
         # A peer that pings and never reads gets only the latest pongs.
@@ -929,7 +924,7 @@ class KeepaliveTest(WSTestCase):
     site_options = {"ping_interval": 0.3}
 
     def test_silent_client_dropped_answering_client_kept(self):
-        silent_sock = self.stalled_client_socket()
+        silent_sock = self.stalled_client()
         active = self.ws_connect()
         self.wait_for(lambda: self.server.client_count == 2, message="two clients")
         pings = 0
@@ -955,15 +950,6 @@ class KeepaliveTest(WSTestCase):
             if frame[0] != Opcode.PING:
                 break
         self.assertEqual(frame, (Opcode.TEXT, True, NEW_IMAGE))
-
-    def stalled_client_socket(self):
-        sock = self.connect()
-        sock.sendall(ws_handshake_request())
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            head += sock.recv(1)
-        self.assertTrue(head.startswith(b"HTTP/1.1 101 "))
-        return sock
 
 
 class ClientCapTest(WSTestCase):

@@ -86,19 +86,27 @@ class AlsServe:
         return result[0]
 
 
-class AiohttpPeer:
-    def __init__(self, port, folder):
-        sys.path.insert(0, HERE)
-        import peer_aiohttp
-        self.server = peer_aiohttp.Server(folder, port)
-        self.server._broadcast = timed_coroutine(self.server._broadcast)
-        threading.Thread(target=self.server.start, daemon=True).start()
-        self.server.ready.wait()
-        self.text = self.server.send_text
-        self.stop = self.server.stop
+class ThreadedPeer:
+    """A peer server running its own loop in a thread, as ALS 0.7 does."""
+
+    def run(self, server):
+        self.server = server
+        threading.Thread(target=server.start, daemon=True).start()
+        server.ready.wait()
+        self.text = server.send_text
+        self.stop = server.stop
 
     def notify(self):
         self.server.send_message({"type": "new_image"})
+
+
+class AiohttpPeer(ThreadedPeer):
+    def __init__(self, port, folder):
+        sys.path.insert(0, HERE)
+        import peer_aiohttp
+        server = peer_aiohttp.Server(folder, port)
+        server._broadcast = timed_coroutine(server._broadcast)
+        self.run(server)
 
     def clients(self):
         transports = list(self.server.transports.values())
@@ -106,19 +114,13 @@ class AiohttpPeer:
             1 for t in transports if t is not None and t.get_write_buffer_size())
 
 
-class WebsocketsPeer:
+class WebsocketsPeer(ThreadedPeer):
     def __init__(self, port, folder):
         sys.path.insert(0, HERE)
         import peer_websockets
-        self.server = peer_websockets.Server(port)
-        self.server.broadcast = timed(self.server.broadcast)
-        threading.Thread(target=self.server.start, daemon=True).start()
-        self.server.ready.wait()
-        self.text = self.server.send_text
-        self.stop = self.server.stop
-
-    def notify(self):
-        self.server.send_message({"type": "new_image"})
+        server = peer_websockets.Server(port)
+        server.broadcast = timed(server.broadcast)
+        self.run(server)
 
     def clients(self):
         conns = list(self.server.clients)
