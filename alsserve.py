@@ -1517,10 +1517,22 @@ def _route_probe(target):
         sock.close()
 
 
+def is_local_address(address):
+    """True when this machine can use the address (binding to it works)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
 def _interface_addresses():
     """(address, interface name) of each interface, with stdlib means per OS."""
     found = []
-    request = SIOCGIFADDR.get(sys.platform if sys.platform != "linux2" else "linux")
+    request = SIOCGIFADDR.get(sys.platform)
     if request is None and "bsd" in sys.platform:
         request = SIOCGIFADDR["darwin"]
     if request is not None and hasattr(socket, "if_nameindex"):
@@ -1537,7 +1549,11 @@ def _interface_addresses():
             pass
         finally:
             sock.close()
-    try:                                # Windows, and a fallback everywhere
+    if found:
+        return found
+    # Windows (no ioctl), or the ioctl failed: the host name's addresses.
+    # Only then: resolving it can wait on DNS or mDNS where there is none.
+    try:
         for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET, socket.SOCK_STREAM):
             # The host name may resolve (hosts file, stale DNS) to an address
             # this machine no longer has: keep only addresses we can bind.
@@ -1588,18 +1604,6 @@ def parse_address_preference(preference):
         except ValueError:
             pass
     raise ValueError("displayed address must be 'auto' or 'ip:<IPv4 address>', got %r" % (preference,))
-
-
-def is_local_address(address):
-    """True when this machine can use the address (binding to it works)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((address, 0))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
 
 
 def resolve_displayed_address(preference="auto"):

@@ -570,6 +570,32 @@ class DisplayedAddressTest(ControllerCase):
         with mock.patch.object(alsserve.socket, "getaddrinfo", stale):
             self.assertNotIn("203.0.113.77", alsserve.list_ipv4_addresses())
             self.assertNotEqual(alsserve.resolve_displayed_address("auto"), "203.0.113.77")
+            with mock.patch.object(alsserve.sys, "platform", "win32"):     # the host-name path
+                self.assertNotIn("203.0.113.77", alsserve.list_ipv4_addresses())
+
+    def test_windows_path_uses_the_host_name_addresses(self):
+        # No interface ioctl on Windows: the host name's addresses are the
+        # candidates, kept only when this machine can bind them.
+        calls = []
+
+        def resolve(host, *args, **kwargs):
+            calls.append(host)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 0)),
+                    (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.113.77", 0))]
+
+        with mock.patch.object(alsserve.sys, "platform", "win32"), \
+                mock.patch.object(alsserve.socket, "getaddrinfo", resolve):
+            found = alsserve._interface_addresses()
+        self.assertEqual(calls, [socket.gethostname()])
+        self.assertEqual(found, [("127.0.0.2", "")])
+
+    def test_interface_ioctl_path_does_not_resolve_the_host_name(self):
+        # Resolving the host name can wait on DNS where there is none.
+        if sys.platform not in alsserve.SIOCGIFADDR:
+            self.skipTest("no interface ioctl here")
+        with mock.patch.object(alsserve.socket, "getaddrinfo", side_effect=AssertionError("resolved")):
+            found = alsserve._interface_addresses()
+        self.assertIn(("127.0.0.1", "lo"), found)
 
     def test_get_host_ip(self):
         address = alsserve.get_host_ip()
