@@ -1458,6 +1458,15 @@ def waiting_image_path(assets_dir):
     return None
 
 
+def publish_waiting_image(web_folder, assets_dir):
+    """web_image.jpg becomes the waiting image (atomically: its temporary
+    file is a hidden one, never served, removed on failure)."""
+    waiting = waiting_image_path(assets_dir)
+    if waiting is not None:
+        with open(waiting, "rb") as f:
+            atomic_write(os.path.join(web_folder, IMAGE_NAME), f.read())
+
+
 def write_metrics(web_folder, stack_size, total_exposure_seconds):
     atomic_write(os.path.join(web_folder, METRICS_NAME),
                  metrics_json(stack_size, total_exposure_seconds).encode("ascii"))
@@ -1709,13 +1718,14 @@ class ImageServer:
             web_folder = check_web_folder(self.web_folder)
             port = check_port(self.port)
             parse_address_preference(self.address_preference)
-            assets_dir = os.path.abspath(self.assets_dir or DEFAULT_ASSETS_DIR)
+            assets_dir = self._assets_folder()
             if self.publish and not os.path.isdir(assets_dir):
                 raise ValueError("assets folder %s does not exist" % assets_dir)
             self.web_folder = web_folder
             if self.publish:
                 publish_assets(assets_dir, web_folder)
-                self._ensure_image(assets_dir)
+                if not os.path.exists(os.path.join(web_folder, IMAGE_NAME)):
+                    publish_waiting_image(web_folder, assets_dir)
                 if not os.path.exists(os.path.join(web_folder, METRICS_NAME)):
                     write_metrics(web_folder, 0, 0)
             sock = bind_listener(port)
@@ -1769,14 +1779,6 @@ class ImageServer:
             raise failure[0]
         self._loop, self._site, self._thread = loop, site, thread
 
-    def _ensure_image(self, assets_dir):
-        image = os.path.join(self.web_folder, IMAGE_NAME)
-        waiting = waiting_image_path(assets_dir)
-        if not os.path.exists(image) and waiting is not None:
-            # atomic_write: its temporary file is a dotfile (never served) and
-            # is removed on failure; "web_image.jpg.tmp" would be left behind.
-            with open(waiting, "rb") as f:
-                atomic_write(image, f.read())
 
     # -- while running -----------------------------------------------------
 
@@ -1817,15 +1819,15 @@ class ImageServer:
     def reset_image(self):
         """New session: the waiting image and zero metrics come back, then notify."""
         folder = self._folder()
-        waiting = waiting_image_path(os.path.abspath(self.assets_dir or DEFAULT_ASSETS_DIR))
-        if waiting is not None:
-            with open(waiting, "rb") as f:
-                atomic_write(os.path.join(folder, IMAGE_NAME), f.read())
+        publish_waiting_image(folder, self._assets_folder())
         write_metrics(folder, 0, 0)
         self.notify_browsers_about_new_image()
 
     def _folder(self):
         return check_web_folder(self.web_folder)
+
+    def _assets_folder(self):
+        return os.path.abspath(self.assets_dir or DEFAULT_ASSETS_DIR)
 
     # -- STOP --------------------------------------------------------------
 

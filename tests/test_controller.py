@@ -675,7 +675,7 @@ class BadConfigTest(ControllerCase):
         self.assertRefused(path, "not a directory")
         self.assertEqual(read(path), b"not a folder")
 
-    def test_ensure_image_leaves_no_temporary_file_on_failure(self):
+    def test_waiting_image_leaves_no_temporary_file_on_failure(self):
         # Publishing is done (nothing to write), then the waiting image cannot be put in place.
         folder = self.make_folder()
         bundle = self.make_folder()
