@@ -1978,8 +1978,14 @@ def _add_switch(parser, name, default, help_text):
     group.add_argument("--no-" + name, dest=name, action="store_false", help=argparse.SUPPRESS)
 
 
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):
+        """A bad option: one line on stderr, exit status 2 (not the usage block)."""
+        self.exit(2, "alsserve: error: %s (see --help)\n" % message)
+
+
 def build_argument_parser():
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="python -m alsserve",
         description="Publish a live astronomy image on the local network. Browsers on "
                     "phones and tablets open the printed address and see web_image.jpg "

@@ -111,9 +111,13 @@ class OptionsTest(unittest.TestCase):
             self.assertNotIn("Traceback", result.stderr)
 
     def test_bad_option_exits_2(self):
-        result = run_cli("--no-such-option")
-        self.assertEqual(result.returncode, 2)
-        self.assertIn("unrecognized arguments", result.stderr)
+        for args in (["--no-such-option"], ["-p", "eighty"], ["--demo-interval"]):
+            result = run_cli(*args)
+            self.assertEqual(result.returncode, 2)
+            lines = result.stderr.strip().splitlines()
+            self.assertEqual(len(lines), 1, result.stderr)
+            self.assertTrue(lines[0].startswith("alsserve: error: "), lines[0])
+        self.assertIn("unrecognized arguments: --no-such-option", run_cli("--no-such-option").stderr)
 
     def test_port_in_use_exits_2_with_one_line(self):
         port = free_port()
