@@ -9,6 +9,7 @@ test:
 	$(PYTHON) -m unittest discover -s tests -v
 
 serve:
+	mkdir -p alsserve-web
 	$(PYTHON) -m alsserve --web-folder alsserve-web --port 8000
 
 demo:
