@@ -15,6 +15,7 @@ import os
 import shutil
 import socket
 import sys
+import threading
 import time
 import types
 import unittest
@@ -1179,6 +1180,32 @@ class IncompleteJpegTests(HTTPTestCase):
         status, _, body = self.get("/other.jpg")
         self.assertEqual((status, body), (200, trailing))
         self.assertGreater(time.monotonic() - began, 0.4)
+
+
+class SharedSnapshotTests(HTTPTestCase):
+    def test_thirty_concurrent_downloads_of_a_new_image_read_the_disk_once(self):
+        # The star-party moment: every phone fetches the new image at once.
+        self.write("web_image.jpg", make_jpeg(1000, b"\x01"))
+        self.assertEqual(self.get("/web_image.jpg")[0], 200)
+        image = make_jpeg(2 * 1024 * 1024, b"\x07")
+        self.write("web_image.jpg", image)
+        cache = self.server._site.cache
+        reads_before = cache.disk_reads
+        barrier = threading.Barrier(30)
+        bodies = []
+
+        def download():
+            barrier.wait(5)
+            bodies.append(self.get("/web_image.jpg?timestamp=1"))
+
+        threads = [threading.Thread(target=download) for _ in range(30)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        self.assertEqual(len(bodies), 30)
+        self.assertTrue(all(status == 200 and body == image for status, _, body in bodies))
+        self.assertEqual(cache.disk_reads - reads_before, 1)
 
 
 class SendTimeoutTests(HTTPTestCase):
