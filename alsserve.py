@@ -885,9 +885,7 @@ class WebSocketClient:
         elif frame not in self.pending:
             if len(self.pending) >= WS_MAX_PENDING or \
                     self.pending_bytes + len(frame) > WS_MAX_PENDING_BYTES:
-                log.warning("websocket %s: %d messages (%d bytes) waiting, dropped",
-                            self.peer, len(self.pending), self.pending_bytes)
-                self.transport.abort()
+                self.drop("%d messages (%d bytes) waiting" % (len(self.pending), self.pending_bytes))
                 return
             self.pending.append(frame)
             self.pending_bytes += len(frame)
@@ -911,14 +909,20 @@ class WebSocketClient:
             if not self.done:
                 self.transport.write(b"".join(frames))
         except asyncio.TimeoutError:
-            log.warning("websocket %s: not reading for %.0f s, dropped", self.peer, WS_SEND_TIMEOUT)
-            self.transport.abort()
+            self.drop("not reading for %.0f s" % WS_SEND_TIMEOUT)
         except (ConnectionError, RuntimeError):
-            self.transport.abort()
+            self.drop()
         finally:
             self.flusher = None
             if self.pending and not self.done:
                 self.flusher = asyncio.ensure_future(self._flush())
+
+    def drop(self, why=None):
+        """Abandon a client that cannot keep up: nothing stays queued for it."""
+        if why:
+            log.warning("websocket %s: %s, dropped", self.peer, why)
+        self.pending, self.pending_bytes = [], 0
+        self.transport.abort()
 
     def send_close(self, code, reason=""):
         if not self.close_sent and not self.done:
@@ -1110,7 +1114,7 @@ class Site:
         while True:
             timer = self.loop.call_later(timeout, writer.transport.abort)
             try:
-                head = await self._read_head(reader, writer)
+                head = await self._read_head(reader, writer, peer)
             finally:
                 timer.cancel()
             if head is None:
@@ -1126,7 +1130,7 @@ class Site:
             if not keep_alive:
                 return
 
-    async def _read_head(self, reader, writer):
+    async def _read_head(self, reader, writer, peer):
         """The next request head, or None at a clean end of the connection."""
         while True:
             try:
@@ -1137,7 +1141,7 @@ class Site:
                 start = await reader.read(MAX_REQUEST_LINE + 2)
                 status = 414 if b"\r\n" not in start else 431
                 await self._send_error(writer, HTTPError(status, "request head too large", close=True),
-                                       None, _peer_name(writer))
+                                       None, peer)
                 return None
             head = head.lstrip(b"\r\n")     # RFC 9112 2.2: ignore leading empty lines
             if head:
@@ -1344,7 +1348,7 @@ class Site:
                     elif isinstance(event, Close):
                         if client.close_sent:
                             return          # the answer to our Close: done
-                        client.send_close(event.code if event.code is not None else None)
+                        client.send_close(event.code)   # echoed; none when the peer sent none
                         return
         finally:
             client.done = True
@@ -2236,11 +2240,11 @@ def qr_to_terminal(text, quiet=2):
                      for top, bottom in zip(rows[0::2], rows[1::2]))
 
 
-def startup_block(server, web_folder, qr):
+def startup_block(server, qr):
     """The lines printed at start: folder, addresses, warnings, QR code."""
     port = server.port
     lines = ["alsserve %s - live image server" % __version__,
-             "  Web folder: %s" % web_folder,
+             "  Web folder: %s" % server.web_folder,
              "  Open:       %s" % server.url]
     others = [a for a in list_ipv4_addresses() if a != server.displayed_address]
     for address in others:
@@ -2288,7 +2292,7 @@ def _run(args):
     try:
         server.start()
         qr = sys.stdout.isatty() if args.qr is None else args.qr
-        print(startup_block(server, server.web_folder, qr), flush=True)
+        print(startup_block(server, qr), flush=True)
         print("Serving. Press Ctrl-C to stop.", flush=True)
         watcher = FolderWatcher(server.web_folder) if args.watch else None
         next_demo = time.monotonic()
