@@ -24,7 +24,10 @@ is above it:
 1. constants, errors, small helpers
 2. HTTP: request parsing (pure), path resolution, responses
 3. WebSocket: handshake and framing (sans-I/O)
-4. connections on asyncio streams (HTTP keep-alive loop, WebSocket sessions)
+4. connections on asyncio streams, in three parts: the static files (lookup,
+   cache, snapshots, replies), the WebSocket hub (clients, broadcast,
+   keepalive, close) and the site (accepts connections, reads requests,
+   writes replies, start and STOP)
 5. web folder publishing (assets, data.json, the image, atomic writes)
 6. controller (thread, port bind, displayed address, start/stop, notify)
 7. command line (``main()``), with the terminal QR code, watch and demo modes
@@ -738,7 +741,7 @@ class FrameParser:
 
 
 # =============================================================================
-# 4. Connections on asyncio streams: HTTP keep-alive loop, WebSocket sessions
+# 4. Connections on asyncio streams: static files, WebSocket hub, the site
 # =============================================================================
 
 # The stream reader may buffer one maximal head, never more.
@@ -931,42 +934,130 @@ class WebSocketClient:
             self.close_sent = True
 
 
-class Site:
-    """The asyncio side of a running server: one web folder, its file cache,
-    its WebSocket clients. All methods run on the event loop thread except
-    ``request_broadcast``."""
+class StaticFiles:
+    """The files of one web folder: lookup inside it, the shared in-memory
+    cache, and the reply to one GET or HEAD (200, 206, 304 or an HTTPError).
+    Knows nothing of sockets: the site writes the replies."""
 
-    def __init__(self, root, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
-                 ping_interval=WS_PING_INTERVAL, max_message=WS_MAX_MESSAGE,
-                 header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT):
+    def __init__(self, root):
         self.root = os.path.realpath(root)
+        self.cache = FileCache()
+
+    def lookup(self, segments):
+        """The full path and stat of a regular file inside the root, or 404.
+
+        Walks the segments with lstat so that the common case costs one
+        system call per segment; a symlink is followed only when it resolves
+        inside the root.
+        """
+        path = self.root
+        st = None
+        for segment in segments:
+            path = os.path.join(path, segment)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    real = os.path.realpath(path)
+                    if real != self.root and not real.startswith(self.root + os.sep):
+                        raise HTTPError(404, "symlink leaves the web folder")
+                    # Its target obeys the request rules too: nothing hidden.
+                    if any(part.startswith(".") for part in real[len(self.root) + 1:].split(os.sep)):
+                        raise HTTPError(404, "symlink to a hidden file")
+                    st = os.stat(path)
+            except OSError:
+                raise HTTPError(404, "not found") from None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise HTTPError(404, "not a file")
+        if os.name == "nt":             # junctions and other reparse points
+            real = os.path.realpath(path)
+            if not real.startswith(self.root + os.sep):
+                raise HTTPError(404, "path leaves the web folder")
+        return path, st
+
+    async def reply(self, request):
+        """The FileReply for a GET or HEAD of a file, or HTTPError."""
+        path, st = self.lookup(split_target(request.target))
+        cached = st.st_size <= self.cache.file_limit
+        if cached:
+            try:
+                entry = await self.cache.get(path, st)
+            except OSError:             # removed or unreadable since the lookup
+                raise HTTPError(404, "not found") from None
+            size = len(entry.body)
+        else:
+            entry = FileSnapshot(stat_key(st), None, st.st_mtime)      # streamed from disk
+            size = st.st_size
+        etag = entry.etag
+        headers = [("Content-Type", content_type_for(path)), ("Last-Modified", entry.last_modified),
+                   ("ETag", etag), ("Cache-Control", "no-cache"),
+                   ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
+        if not_modified(request, etag, entry.mtime):
+            return FileReply(304, headers)
+        status, start, end = 200, 0, size - 1
+        if_range = request.header("if-range")
+        if if_range is None or if_range.strip() == etag:
+            selected = parse_range(request.header("range"), size)
+            if selected is not None:
+                status, (start, end) = 206, selected
+                headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
+        length = end - start + 1
+        headers.append(("Content-Length", str(length)))
+        if request.method == "HEAD":
+            return FileReply(status, headers, length=length)
+        if cached:
+            return FileReply(status, headers, body=memoryview(entry.body)[start:end + 1])
+        try:                            # before the head: an error after it would corrupt the stream
+            stream = open(path, "rb")
+        except OSError:
+            raise HTTPError(404, "not found") from None
+        return FileReply(status, headers, stream=stream, start=start, length=length)
+
+
+class FileReply:
+    """What to send for a file: status and headers, then the body from memory
+    (``body``), from an open file (``stream``, ``start``, ``length``; the
+    writer closes it) or nothing (HEAD, 304)."""
+
+    __slots__ = ("status", "headers", "body", "stream", "start", "length")
+
+    def __init__(self, status, headers, body=None, stream=None, start=0, length=0):
+        self.status, self.headers = status, headers
+        self.body, self.stream, self.start, self.length = body, stream, start, length
+
+    @property
+    def sent_length(self):
+        return len(self.body) if self.body is not None else self.length
+
+
+class WebSocketHub:
+    """The connected browsers: WebSocket sessions, broadcast (thread-safe
+    requests wake the loop through a pipe), keepalive, and closing them all
+    at STOP. All methods run on the event loop except ``request_broadcast``."""
+
+    def __init__(self, max_clients=WS_MAX_CLIENTS, ping_interval=WS_PING_INTERVAL,
+                 max_message=WS_MAX_MESSAGE):
         self.max_clients = max_clients
-        self.max_connections = max_connections
         self.ping_interval = ping_interval
         self.max_message = max_message
-        self.header_timeout = header_timeout
-        self.keepalive_timeout = keepalive_timeout
-        self.use_sendfile = hasattr(os, "sendfile")
-        self.cache = FileCache()
         self.clients = set()
-        self.connections = {}           # task -> transport of every open connection
         self.loop = None
-        self.server = None
+        self.stopping = False           # after the disconnect message: nothing more
         self._broadcast_scheduled = {}  # message -> True while a broadcast is queued
         self._wake_read = None          # pipe that wakes the loop for queued broadcasts
         self._wake_write = None
-        self.stopping = False
         self._keepalive_task = None
-        self._date = (0, "")
 
-    # -- lifecycle ---------------------------------------------------------
-
-    async def start(self, sock):
-        self.loop = asyncio.get_running_loop()
-        self.server = await asyncio.start_server(self.handle_connection, sock=sock, limit=READER_LIMIT)
+    def start(self, loop):
+        self.loop = loop
         if self.ping_interval:
-            self._keepalive_task = self.loop.create_task(self._keepalive())
+            self._keepalive_task = loop.create_task(self._keepalive())
         self._open_wake_pipe()
+
+    @property
+    def full(self):
+        return len(self.clients) >= self.max_clients
+
+    # -- broadcast ---------------------------------------------------------
 
     def _open_wake_pipe(self):
         """POSIX: notify wakes the loop by writing one byte to a pipe, which
@@ -997,45 +1088,6 @@ class Site:
             self.loop.remove_reader(self._wake_read)
             os.close(self._wake_read)
             self._wake_read = None
-
-    async def shutdown(self, grace=STOP_GRACE):
-        """STOP: say disconnect, let browsers close within grace, then close all."""
-        loop = self.loop
-        deadline = loop.time() + max(0.0, grace)
-        # The last tenth of grace is kept for the Close handshake with browsers
-        # that did not close by themselves: STOP returns within grace.
-        close_at = deadline - min(0.25, max(0.0, grace) / 10)
-        # Stop accepting, and give accepts already in flight a loop turn to
-        # attach to the server before it closes: asyncio < 3.12 fails them
-        # once it is closed, and their sockets leak.
-        for sock in self.server.sockets or ():
-            try:
-                loop.remove_reader(sock.fileno())
-            except NotImplementedError:     # Windows' proactor loop: no readers
-                pass
-        if self._keepalive_task is not None:
-            self._keepalive_task.cancel()
-        self.broadcast(DISCONNECT_MESSAGE)
-        self.stopping = True            # nothing may follow the disconnect message
-        await asyncio.sleep(0)
-        self.server.close()
-        while self.clients and loop.time() < close_at:
-            await asyncio.sleep(0.01)
-        for client in list(self.clients):
-            client.send_close(CloseCode.GOING_AWAY, "server stopping")
-        while self.clients and loop.time() < deadline:
-            await asyncio.sleep(0.01)
-        for transport in list(self.connections.values()):
-            reset_transport(transport)
-        tasks = list(self.connections)
-        if tasks:
-            await asyncio.wait(tasks, timeout=1.0)
-            for task in tasks:
-                task.cancel()
-        self.cache.clear()
-        self._close_wake_pipe()
-
-    # -- broadcast ---------------------------------------------------------
 
     def request_broadcast(self, message):
         """Thread-safe and immediate: queue one broadcast of a text message.
@@ -1081,7 +1133,131 @@ class Site:
                 else:
                     client.send(ping)
 
-    # -- HTTP --------------------------------------------------------------
+    # -- sessions ----------------------------------------------------------
+
+    async def session(self, reader, writer, peer):
+        """Serve one WebSocket until it closes. Client data messages are
+        validated and otherwise ignored: the channel only carries
+        notifications from the server."""
+        writer.transport.set_write_buffer_limits(0, 0)
+        client = WebSocketClient(writer, peer, self.loop.time())
+        self.clients.add(client)
+        parser = FrameParser(self.max_message)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                client.last_seen = self.loop.time()
+                try:
+                    events = parser.feed(data)
+                except WebSocketProtocolError as error:
+                    log.warning("websocket %s: protocol error %d: %s", peer, error.code, error.reason)
+                    client.send_close(error.code, error.reason)
+                    await self._await_peer_close(reader)
+                    return
+                for event in events:
+                    if isinstance(event, Ping):
+                        client.send_pong(event.payload)
+                    elif isinstance(event, Close):
+                        if client.close_sent:
+                            return          # the answer to our Close: done
+                        client.send_close(event.code)   # echoed; none when the peer sent none
+                        return
+        finally:
+            client.done = True
+            self.clients.discard(client)
+            if client.flusher is not None:
+                client.flusher.cancel()
+
+    async def _await_peer_close(self, reader):
+        """After our Close: wait a bounded time for the peer's answer or EOF."""
+        try:
+            await asyncio.wait_for(reader.read(65536), WS_CLOSE_TIMEOUT)
+        except (asyncio.TimeoutError, ConnectionError):
+            pass
+
+    # -- STOP --------------------------------------------------------------
+
+    def say_disconnect(self):
+        """The last message: keepalive ends, nothing is broadcast after it."""
+        if self._keepalive_task is not None:
+            self._keepalive_task.cancel()
+        self.broadcast(DISCONNECT_MESSAGE)
+        self.stopping = True
+
+    async def close_all(self, close_at, deadline):
+        """Let browsers close by themselves until close_at, then send Close
+        1001 to the rest and wait for their answers until deadline."""
+        loop = self.loop
+        while self.clients and loop.time() < close_at:
+            await asyncio.sleep(0.01)
+        for client in list(self.clients):
+            client.send_close(CloseCode.GOING_AWAY, "server stopping")
+        while self.clients and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    def close(self):
+        self._close_wake_pipe()
+
+
+class Site:
+    """A running server: accepts connections on the listening socket, reads
+    requests (keep-alive, pipelining, timeouts), hands /ws to the WebSocket
+    hub and everything else to the static files, writes the replies, and
+    owns the lifecycle (start, STOP). Runs on the event loop thread."""
+
+    def __init__(self, root, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
+                 ping_interval=WS_PING_INTERVAL, max_message=WS_MAX_MESSAGE,
+                 header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT):
+        self.files = StaticFiles(root)
+        self.hub = WebSocketHub(max_clients, ping_interval, max_message)
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.keepalive_timeout = keepalive_timeout
+        self.use_sendfile = hasattr(os, "sendfile")
+        self.connections = {}           # task -> transport of every open connection
+        self.loop = None
+        self.server = None
+        self._date = (0, "")
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self, sock):
+        self.loop = asyncio.get_running_loop()
+        self.server = await asyncio.start_server(self.handle_connection, sock=sock, limit=READER_LIMIT)
+        self.hub.start(self.loop)
+
+    async def shutdown(self, grace=STOP_GRACE):
+        """STOP: say disconnect, let browsers close within grace, then close all."""
+        loop = self.loop
+        deadline = loop.time() + max(0.0, grace)
+        # The last tenth of grace is kept for the Close handshake with browsers
+        # that did not close by themselves: STOP returns within grace.
+        close_at = deadline - min(0.25, max(0.0, grace) / 10)
+        # Stop accepting, and give accepts already in flight a loop turn to
+        # attach to the server before it closes: asyncio < 3.12 fails them
+        # once it is closed, and their sockets leak.
+        for sock in self.server.sockets or ():
+            try:
+                loop.remove_reader(sock.fileno())
+            except NotImplementedError:     # Windows' proactor loop: no readers
+                pass
+        self.hub.say_disconnect()
+        await asyncio.sleep(0)
+        self.server.close()
+        await self.hub.close_all(close_at, deadline)
+        for transport in list(self.connections.values()):
+            reset_transport(transport)
+        tasks = list(self.connections)
+        if tasks:
+            await asyncio.wait(tasks, timeout=1.0)
+            for task in tasks:
+                task.cancel()
+        self.files.cache.clear()
+        self.hub.close()
+
+    # -- connections and requests -----------------------------------------
 
     def date(self):
         now = int(time.time())
@@ -1147,22 +1323,6 @@ class Site:
             if head:
                 return head
 
-    async def _send_error(self, writer, error, request, peer):
-        head, body = error_response(error)
-        keep_alive = request is not None and request.keep_alive and not error.close
-        data = head.encode(self.date(), keep_alive, request is not None and request.version == "HTTP/1.0")
-        if request is None or request.method != "HEAD":
-            data += body
-        writer.write(data)
-        self._log_request(peer, request, error.status, len(body))
-        await self._drain(writer)
-        return keep_alive
-
-    def _log_request(self, peer, request, status, length):
-        if log.isEnabledFor(logging.INFO):
-            line = "%s %s" % (request.method, request.target[:200]) if request else "-"
-            log.info('%s "%s" %d %d', peer, line, status, length)
-
     async def _respond(self, request, reader, writer, peer):
         """Answer one request; return whether the connection stays open."""
         try:
@@ -1170,11 +1330,11 @@ class Site:
                 raise HTTPError(405, "method not allowed")
             if request.path == WS_PATH:
                 head = websocket_handshake(request)
-                if len(self.clients) >= self.max_clients:
+                if self.hub.full:
                     raise HTTPError(503, "too many WebSocket clients", close=True)
                 writer.write(head.encode(self.date(), True))
                 self._log_request(peer, request, 101, 0)
-                await self._websocket_session(reader, writer, peer)
+                await self.hub.session(reader, writer, peer)
                 return False
             if is_websocket_upgrade(request):
                 raise HTTPError(404, "no WebSocket endpoint here")
@@ -1188,84 +1348,38 @@ class Site:
             await self._send_error(writer, HTTPError(500, "internal error", close=True), request, peer)
             return False
 
-    def lookup(self, segments):
-        """The full path and stat of a regular file inside the root, or 404.
+    def _log_request(self, peer, request, status, length):
+        if log.isEnabledFor(logging.INFO):
+            line = "%s %s" % (request.method, request.target[:200]) if request else "-"
+            log.info('%s "%s" %d %d', peer, line, status, length)
 
-        Walks the segments with lstat so that the common case costs one
-        system call per segment; a symlink is followed only when it resolves
-        inside the root.
-        """
-        path = self.root
-        st = None
-        for segment in segments:
-            path = os.path.join(path, segment)
-            try:
-                st = os.lstat(path)
-                if stat.S_ISLNK(st.st_mode):
-                    real = os.path.realpath(path)
-                    if real != self.root and not real.startswith(self.root + os.sep):
-                        raise HTTPError(404, "symlink leaves the web folder")
-                    # Its target obeys the request rules too: nothing hidden.
-                    if any(part.startswith(".") for part in real[len(self.root) + 1:].split(os.sep)):
-                        raise HTTPError(404, "symlink to a hidden file")
-                    st = os.stat(path)
-            except OSError:
-                raise HTTPError(404, "not found") from None
-        if st is None or not stat.S_ISREG(st.st_mode):
-            raise HTTPError(404, "not a file")
-        if os.name == "nt":             # junctions and other reparse points
-            real = os.path.realpath(path)
-            if not real.startswith(self.root + os.sep):
-                raise HTTPError(404, "path leaves the web folder")
-        return path, st
+    # -- writing replies ---------------------------------------------------
+
+    async def _send_error(self, writer, error, request, peer):
+        head, body = error_response(error)
+        keep_alive = request is not None and request.keep_alive and not error.close
+        data = head.encode(self.date(), keep_alive, request is not None and request.version == "HTTP/1.0")
+        if request is None or request.method != "HEAD":
+            data += body
+        writer.write(data)
+        self._log_request(peer, request, error.status, len(body))
+        await self._drain(writer)
+        return keep_alive
 
     async def _serve_file(self, request, writer, peer):
-        path, st = self.lookup(split_target(request.target))
-        cached = st.st_size <= self.cache.file_limit
-        if cached:
-            try:
-                entry = await self.cache.get(path, st)
-            except OSError:             # removed or unreadable since the lookup
-                raise HTTPError(404, "not found") from None
-            size = len(entry.body)
-        else:
-            entry = FileSnapshot(stat_key(st), None, st.st_mtime)      # streamed from disk
-            size = st.st_size
-        etag = entry.etag
-        headers = [("Content-Type", content_type_for(path)), ("Last-Modified", entry.last_modified),
-                   ("ETag", etag), ("Cache-Control", "no-cache"),
-                   ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
-        keep_alive, http10 = request.keep_alive, request.version == "HTTP/1.0"
-        if not_modified(request, etag, entry.mtime):
-            writer.write(ResponseHead(304, headers).encode(self.date(), keep_alive, http10))
-            self._log_request(peer, request, 304, 0)
-            await self._drain(writer)
-            return keep_alive
-        status, start, end = 200, 0, size - 1
-        if_range = request.header("if-range")
-        if if_range is None or if_range.strip() == etag:
-            selected = parse_range(request.header("range"), size)
-            if selected is not None:
-                status, (start, end) = 206, selected
-                headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
-        length = end - start + 1
-        headers.append(("Content-Length", str(length)))
-        stream = None
-        if not cached and request.method != "HEAD":
-            try:                        # before the head: an error after it would corrupt the stream
-                stream = open(path, "rb")
-            except OSError:
-                raise HTTPError(404, "not found") from None
-        head = ResponseHead(status, headers).encode(self.date(), keep_alive, http10)
-        self._log_request(peer, request, status, length)
-        if request.method == "HEAD":
-            writer.write(head)
-        elif cached:
-            await self._write_body(writer, head, memoryview(entry.body)[start:end + 1])
-        else:
-            with stream:
+        reply = await self.files.reply(request)
+        keep_alive = request.keep_alive
+        head = ResponseHead(reply.status, reply.headers).encode(
+            self.date(), keep_alive, request.version == "HTTP/1.0")
+        self._log_request(peer, request, reply.status, reply.sent_length)
+        if reply.stream is not None:
+            with reply.stream:
                 writer.write(head)
-                await self._stream_file(writer, stream, start, length)
+                await self._stream_file(writer, reply.stream, reply.start, reply.length)
+        elif reply.body is not None:
+            await self._write_body(writer, head, reply.body)
+        else:
+            writer.write(head)
         await self._drain(writer)
         return keep_alive
 
@@ -1318,50 +1432,6 @@ class Site:
             writer.write(chunk)
             remaining -= len(chunk)
             await self._drain(writer)
-
-    # -- WebSocket ---------------------------------------------------------
-
-    async def _websocket_session(self, reader, writer, peer):
-        """Serve one WebSocket until it closes. Client data messages are
-        validated and otherwise ignored: the channel only carries
-        notifications from the server."""
-        writer.transport.set_write_buffer_limits(0, 0)
-        client = WebSocketClient(writer, peer, self.loop.time())
-        self.clients.add(client)
-        parser = FrameParser(self.max_message)
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    return
-                client.last_seen = self.loop.time()
-                try:
-                    events = parser.feed(data)
-                except WebSocketProtocolError as error:
-                    log.warning("websocket %s: protocol error %d: %s", peer, error.code, error.reason)
-                    client.send_close(error.code, error.reason)
-                    await self._await_peer_close(reader)
-                    return
-                for event in events:
-                    if isinstance(event, Ping):
-                        client.send_pong(event.payload)
-                    elif isinstance(event, Close):
-                        if client.close_sent:
-                            return          # the answer to our Close: done
-                        client.send_close(event.code)   # echoed; none when the peer sent none
-                        return
-        finally:
-            client.done = True
-            self.clients.discard(client)
-            if client.flusher is not None:
-                client.flusher.cancel()
-
-    async def _await_peer_close(self, reader):
-        """After our Close: wait a bounded time for the peer's answer or EOF."""
-        try:
-            await asyncio.wait_for(reader.read(65536), WS_CLOSE_TIMEOUT)
-        except (asyncio.TimeoutError, ConnectionError):
-            pass
 
 
 def _peer_name(writer):
@@ -1711,7 +1781,7 @@ class ImageServer:
     @property
     def client_count(self):
         site = self._site
-        return len(site.clients) if site is not None else 0
+        return len(site.hub.clients) if site is not None else 0
 
     # -- START -------------------------------------------------------------
 
@@ -1795,7 +1865,7 @@ class ImageServer:
         if site is None or loop is None or loop.is_closed():
             return
         try:
-            site.request_broadcast(text)
+            site.hub.request_broadcast(text)
         except RuntimeError:            # the loop closed in between: stopped
             pass
 

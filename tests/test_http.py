@@ -830,7 +830,7 @@ class RangeTests(HTTPTestCase):
         path = self.write("large.bin", data)
         status, _, body = self.get("/large.bin")
         self.assertEqual((status, body), (200, data))
-        self.assertIn(path, self.server._site.cache._entries)
+        self.assertIn(path, self.server._site.files.cache._entries)
         start, end = alsserve.STREAM_CHUNK - 10, 2 * alsserve.STREAM_CHUNK + 10
         status, _, body = self.get("/large.bin", headers=["Range: bytes=%d-%d" % (start, end)])
         self.assertEqual((status, body), (206, data[start:end + 1]))
@@ -938,7 +938,7 @@ class HostilePathTests(HTTPTestCase):
                 self.assertNotIn(self.SECRET, body)
 
     def test_lookup_refuses_what_is_not_a_regular_file(self):
-        site = self.server._site
+        site = self.server._site.files
         for segments in (["sub"], ["sub", "inner.txt", "x"], ["missing"]) \
                 + ((["outdir"], ["out.txt"], ["up"]) if self.symlinks else ()):
             with self.subTest(segments=segments):
@@ -969,9 +969,9 @@ class ErrorAndLogTests(HTTPTestCase):
         self.write("hello.txt", b"hello")
 
     def test_handler_error_answers_500_and_is_logged(self):
-        for name in ("lookup", "_serve_file"):
+        for owner, name in ((alsserve.StaticFiles, "lookup"), (alsserve.Site, "_serve_file")):
             with self.subTest(patched=name):
-                with mock.patch.object(alsserve.Site, name, side_effect=RuntimeError("boom-" + name)):
+                with mock.patch.object(owner, name, side_effect=RuntimeError("boom-" + name)):
                     with self.assertLogs("alsserve", logging.ERROR) as cm:
                         status, headers, body = self.get("/hello.txt")
                 self.assertEqual(status, 500)
@@ -992,7 +992,7 @@ class ErrorAndLogTests(HTTPTestCase):
         sock.sendall(raw_request("GET", "/hello.txt", close=False))
         status, _, body, rest = read_response(sock)
         self.assertEqual(status, 200)
-        with mock.patch.object(alsserve.Site, "lookup", side_effect=ValueError("bad")):
+        with mock.patch.object(alsserve.StaticFiles, "lookup", side_effect=ValueError("bad")):
             with self.assertLogs("alsserve", logging.ERROR):
                 sock.sendall(raw_request("GET", "/hello.txt", close=False))
                 status, headers, body, rest = read_response(sock, rest)
@@ -1002,7 +1002,7 @@ class ErrorAndLogTests(HTTPTestCase):
     def test_file_removed_after_lookup_is_404(self):
         # Another program deletes the file between the lookup and the read:
         # a plain 404, no traceback, and never a 200 head followed by an error.
-        real_lookup = alsserve.Site.lookup
+        real_lookup = alsserve.StaticFiles.lookup
 
         def lookup(site, segments):
             path, st = real_lookup(site, segments)
@@ -1012,9 +1012,9 @@ class ErrorAndLogTests(HTTPTestCase):
         self.write("big.bin", os.urandom(5000))
         for limit in (alsserve.CACHE_FILE_LIMIT, 1024):         # cached, then streamed
             with self.subTest(file_limit=limit):
-                self.server._site.cache.file_limit = limit
+                self.server._site.files.cache.file_limit = limit
                 self.write("gone.txt", b"soon gone" * 200)
-                with mock.patch.object(alsserve.Site, "lookup", lookup):
+                with mock.patch.object(alsserve.StaticFiles, "lookup", lookup):
                     data = self.exchange(raw_request("GET", "/gone.txt"))
                 status, headers, body = parse_one(data)
                 self.assertEqual(status, 404)
@@ -1069,7 +1069,7 @@ class StreamingTests(HTTPTestCase):
     def setUp(self):
         super().setUp()
         self.site = self.server._site
-        self.site.cache.file_limit = 1024
+        self.site.files.cache.file_limit = 1024
         self.data = os.urandom(3 * alsserve.STREAM_CHUNK + 12345)
         self.path = self.write("big.bin", self.data)
 
@@ -1080,7 +1080,7 @@ class StreamingTests(HTTPTestCase):
             result = self.get("/big.bin", method, headers=headers)
         if result[0] in (200, 206):
             self.assertEqual(spy.called, sendfile and method == "GET")
-        self.assertNotIn(self.path, self.site.cache._entries)      # really streamed
+        self.assertNotIn(self.path, self.site.files.cache._entries)      # really streamed
         return result
 
     def test_whole_file_both_ways(self):
@@ -1130,7 +1130,7 @@ class StreamingTests(HTTPTestCase):
         # The stat says more bytes than the file holds (it shrank after the
         # lookup): the response must end with the connection, never be
         # followed by another response the client would read as body.
-        real_lookup = alsserve.Site.lookup
+        real_lookup = alsserve.StaticFiles.lookup
 
         def lookup(site, segments):
             path, st = real_lookup(site, segments)
@@ -1143,7 +1143,7 @@ class StreamingTests(HTTPTestCase):
         for sendfile in modes:
             with self.subTest(sendfile=sendfile):
                 self.site.use_sendfile = sendfile
-                with mock.patch.object(alsserve.Site, "lookup", lookup):
+                with mock.patch.object(alsserve.StaticFiles, "lookup", lookup):
                     sock = self.connect()
                     sock.sendall(raw_request("GET", "/big.bin", close=False)
                                  + raw_request("GET", "/big.bin", close=False))
@@ -1189,7 +1189,7 @@ class SharedSnapshotTests(HTTPTestCase):
         self.assertEqual(self.get("/web_image.jpg")[0], 200)
         image = make_jpeg(2 * 1024 * 1024, b"\x07")
         self.write("web_image.jpg", image)
-        cache = self.server._site.cache
+        cache = self.server._site.files.cache
         reads_before = cache.disk_reads
         barrier = threading.Barrier(30)
         bodies = []
@@ -1230,7 +1230,7 @@ class SendTimeoutTests(HTTPTestCase):
                 with self.subTest(name):
                     site = self.server._site
                     if sendfile is not None:
-                        site.cache.file_limit = 1024
+                        site.files.cache.file_limit = 1024
                         site.use_sendfile = sendfile
                     self.stalled_download("/big.jpg")
         status, _, _ = self.get("/big.jpg", "HEAD")
@@ -1304,7 +1304,7 @@ class TimeoutTests(ServerTestCase):
 
     def test_slow_download_is_not_cut_by_the_timeouts(self):
         # The timeouts cover waiting for a head, not sending a response.
-        self.server._site.cache.file_limit = 1024
+        self.server._site.files.cache.file_limit = 1024
         data = os.urandom(2 * 1024 * 1024)
         self.write("big.bin", data)
         sock = self.connect()

@@ -403,7 +403,7 @@ class WSTestCase(ServerTestCase):
     def server_client(self, sock):
         """The server's WebSocketClient for our socket."""
         name = "127.0.0.1:%d" % sock.getsockname()[1]
-        clients = self.on_loop(lambda: [c for c in self.server._site.clients if c.peer == name])
+        clients = self.on_loop(lambda: [c for c in self.server._site.hub.clients if c.peer == name])
         self.assertEqual(len(clients), 1)
         return clients[0]
 
@@ -794,12 +794,12 @@ class WakeUpPathTest(unittest.TestCase):
         if os.name != "posix":
             self.skipTest("the pipe is the POSIX path")
         server = self.run_server("posix")
-        self.assertIsNotNone(server._site._wake_write)
+        self.assertIsNotNone(server._site.hub._wake_write)
 
     def test_call_soon_threadsafe_fallback(self):
         server = self.run_server("nt")
         site = server._site
-        self.assertIsNone(site._wake_write)
+        self.assertIsNone(site.hub._wake_write)
         with mock.patch.object(site.loop, "call_soon_threadsafe", wraps=site.loop.call_soon_threadsafe) as spy:
             server.notify_browsers_about_new_image()
             deadline = time.monotonic() + 2

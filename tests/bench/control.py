@@ -58,14 +58,14 @@ class AlsServe:
         self.server = alsserve.ImageServer(folder, port=port)
         self.server.start()
         site = self.server._site
-        site.broadcast = timed(site.broadcast)
+        site.hub.broadcast = timed(site.hub.broadcast)
         self.notify = self.server.notify_browsers_about_new_image
         self.text = self.server.send_message_text
         self.stop = self.server.stop
 
     def clients(self):
         site = self.server._site
-        clients = list(site.clients) if site is not None else []
+        clients = list(site.hub.clients) if site is not None else []
         return len(clients), sum(1 for c in clients if c.transport.get_write_buffer_size() or c.pending)
 
     def send_floor(self):
@@ -74,7 +74,7 @@ class AlsServe:
 
         def raw_loop():
             frame = alsserve.build_text(alsserve.NEW_IMAGE_MESSAGE)
-            sockets = [c.transport._sock for c in site.clients]     # bench only: private
+            sockets = [c.transport._sock for c in site.hub.clients]     # bench only: private
             p0 = time.perf_counter()
             for sock in sockets:
                 sock.send(frame)
