@@ -65,6 +65,7 @@ __all__ = [
 ]
 
 log = logging.getLogger("alsserve")
+access_log = logging.getLogger("alsserve.access")   # one line per request
 
 
 # =============================================================================
@@ -97,10 +98,13 @@ CACHE_FILE_LIMIT = 32 * 1024 * 1024
 CACHE_TOTAL_LIMIT = 96 * 1024 * 1024
 STREAM_CHUNK = 256 * 1024
 SENDFILE_CHUNK = 1024 * 1024       # small enough for slow Wi-Fi within SEND_TIMEOUT
-# A JPEG being rewritten in place is re-read until two stats agree and it ends
-# with its EOI marker; meanwhile the previous complete copy is served.
+# A JPEG or PNG being rewritten in place is re-read until two stats agree and
+# it ends with its end marker; meanwhile the previous complete copy is served.
 STABLE_READ_ATTEMPTS = 50
 STABLE_READ_PAUSE = 0.02
+# A served file that disappears (ALS on Windows removes web_image.jpg before
+# renaming the new one onto it) is served from its last complete copy this long.
+VANISHED_GRACE = 5.0
 
 # WebSocket defaults.
 WS_PATH = "/ws"
@@ -160,6 +164,25 @@ def is_complete_jpeg(data):
     return data[:2] == b"\xff\xd8" and data.rstrip(b"\0")[-2:] == b"\xff\xd9"
 
 
+# PNG (ISO/IEC 15948): the signature, and the IEND chunk that ends every file.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_END = b"\0\0\0\0IEND\xaeB`\x82"
+
+
+def is_complete_png(data):
+    """True when data has the PNG signature and ends with the IEND chunk."""
+    return data[:8] == PNG_SIGNATURE and data[-12:] == PNG_END
+
+
+def is_complete_image(data, content_type):
+    """False for a JPEG or PNG that is not whole yet; True for other types."""
+    if content_type == "image/jpeg":
+        return is_complete_jpeg(data)
+    if content_type == "image/png":
+        return is_complete_png(data)
+    return True
+
+
 # =============================================================================
 # 2. HTTP: request parsing (pure: bytes in, request or HTTPError out), responses
 # =============================================================================
@@ -176,15 +199,18 @@ REASONS = {
 
 ALLOWED_METHODS = ("GET", "HEAD")
 
+# Only web files are served, by extension: the web folder is often ALS's work
+# folder, which also holds the astronomer's data (FITS, TIFF, raw files).
+# Anything else is 404, like a missing file.
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8", ".htm": "text/html; charset=utf-8",
     ".js": "text/javascript; charset=utf-8", ".mjs": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8", ".json": "application/json; charset=utf-8",
     ".txt": "text/plain; charset=utf-8", ".svg": "image/svg+xml; charset=utf-8",
     ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-    ".ico": "image/x-icon", ".webp": "image/webp",
+    ".gif": "image/gif", ".ico": "image/x-icon", ".webp": "image/webp",
+    ".mp4": "video/mp4", ".webm": "video/webm",
 }
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 # RFC 9110 section 5.6.2: token characters (method and header field names).
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789"
@@ -199,7 +225,8 @@ _WINDOWS_DEVICE_NAMES = frozenset(
 
 
 def content_type_for(name):
-    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower(), DEFAULT_CONTENT_TYPE)
+    """The Content-Type of a web file, None for a file that is not served."""
+    return CONTENT_TYPES.get(os.path.splitext(name)[1].lower())
 
 
 class Request:
@@ -749,7 +776,79 @@ READER_LIMIT = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4
 LISTEN_BACKLOG = 1024
 NEW_IMAGE_MESSAGE = json.dumps({"type": "new_image"})
 DISCONNECT_MESSAGE = json.dumps({"type": "disconnect"})
+NO_CACHE = "no-cache"                  # revalidate every time (the ETag makes it cheap)
+IMMUTABLE = "public, max-age=31536000, immutable"     # never changes: caches keep it
 
+
+class Waker:
+    """Runs callbacks on the event loop when other threads ask: at once and
+    cheaply for the asking thread (the stacking pipeline). A callback asked
+    for again before it ran runs once.
+
+    POSIX: the asking thread writes one byte to a pipe that the loop watches,
+    about half the cost of call_soon_threadsafe() (a socket pair). Elsewhere,
+    or when the loop has no add_reader (Windows' proactor), it is
+    call_soon_threadsafe().
+    """
+
+    def __init__(self, loop):
+        self.loop = loop
+        self._requested = {}            # callback -> True until it has run
+        self._read_fd = None
+        self._write = None
+        if os.name == "posix":
+            self._open_pipe()
+
+    def _open_pipe(self):
+        read_fd, write_fd = os.pipe()
+        try:
+            os.set_blocking(read_fd, False)
+            os.set_blocking(write_fd, False)
+            self.loop.add_reader(read_fd, self._run)
+        except (NotImplementedError, OSError):
+            os.close(read_fd)
+            os.close(write_fd)
+            return
+        self._read_fd = read_fd
+        # A file object: a write racing with close fails cleanly (ValueError)
+        # instead of hitting a reused descriptor.
+        self._write = open(write_fd, "wb", buffering=0)
+
+    def request(self, callback):
+        """Thread-safe: run callback() on the loop soon. Returns at once;
+        RuntimeError when the loop has closed."""
+        if self._requested.get(callback):
+            return
+        self._requested[callback] = True
+        if self._write is None:
+            self.loop.call_soon_threadsafe(self._run)
+            return
+        try:
+            self._write.write(b"\0")    # None when the pipe is full: a wake-up is pending anyway
+        except (ValueError, OSError):   # closed by STOP in between
+            self._requested.pop(callback, None)
+
+    def _run(self):
+        if self._read_fd is not None:
+            try:
+                os.read(self._read_fd, 4096)
+            except OSError:
+                pass
+        for callback in list(self._requested):
+            del self._requested[callback]   # first: a request made while it runs is kept
+            callback()
+
+    def close(self):
+        """The write end first: a late request then fails as a closed file."""
+        if self._write is not None:
+            self._write.close()
+        if self._read_fd is not None:
+            self.loop.remove_reader(self._read_fd)
+            os.close(self._read_fd)
+            self._read_fd = None
+
+
+# -- 4a. Static files: snapshots, the shared cache, lookup and replies ----------
 
 class FileSnapshot:
     """One complete, consistent copy of a served file and its validators
@@ -774,18 +873,17 @@ def read_snapshot(path):
     (key, body, mtime, stable).
 
     Stable means the file did not change while it was read (same inode,
-    size and mtime before and after) and, for a JPEG, that it is complete:
-    ALS's Save module rewrites web_image.jpg in place, so a read can land in
-    the middle of a write.
+    size and mtime before and after) and, for a JPEG or PNG, that it is
+    complete: ALS's Save module and other programs write images in place,
+    so a read can land in the middle of a write.
     """
     with open(path, "rb") as f:
         before = os.fstat(f.fileno())
         body = f.read(before.st_size + 1)
         after = os.fstat(f.fileno())
     key = stat_key(after)
-    stable = stat_key(before) == key and len(body) == after.st_size
-    if stable and content_type_for(path) == "image/jpeg":
-        stable = is_complete_jpeg(body)
+    stable = stat_key(before) == key and len(body) == after.st_size \
+        and is_complete_image(body, content_type_for(path))
     return key, body, after.st_mtime, stable
 
 
@@ -793,9 +891,10 @@ class FileCache:
     """Snapshots of served files shared by all concurrent downloads.
 
     A file is read once per change (its stat key), by one task however many
-    clients ask for it at once; while a JPEG is being rewritten the previous
-    complete copy keeps being served. Least recently used copies are evicted
-    beyond ``total_limit`` bytes.
+    clients ask for it at once; while a JPEG or PNG is being rewritten the
+    previous complete copy keeps being served, and a file that disappears
+    for a moment is served from its last copy for VANISHED_GRACE. Least
+    recently used copies are evicted beyond ``total_limit`` bytes.
     """
 
     def __init__(self, file_limit=CACHE_FILE_LIMIT, total_limit=CACHE_TOTAL_LIMIT):
@@ -804,10 +903,12 @@ class FileCache:
         self._entries = {}              # path -> FileSnapshot (dict order = LRU order)
         self._loading = {}              # path -> Task reading the file
         self._unstable = {}             # path -> (key, since when) of an incomplete copy
+        self._vanished = {}             # path -> since when the file is missing
         self._total = 0
         self.disk_reads = 0
 
     async def get(self, path, st):
+        self._vanished.pop(path, None)
         entry = self._entries.get(path)
         if entry is not None and entry.key == stat_key(st):
             self._entries[path] = self._entries.pop(path)
@@ -818,6 +919,23 @@ class FileCache:
             self._loading[path] = task
             task.add_done_callback(lambda _t: self._loading.pop(path, None))
         return await asyncio.shield(task)
+
+    def put(self, path, entry):
+        """Serve this copy of path from now on: its bytes are already in
+        hand (just published), so no request waits on the disk."""
+        self._unstable.pop(path, None)
+        self._vanished.pop(path, None)
+        self._store(path, entry)
+
+    def vanished(self, path, now):
+        """The last copy of a file that is missing now, while it has been
+        missing for less than VANISHED_GRACE; else None."""
+        entry = self._entries.get(path)
+        if entry is None or entry.body is None:
+            return None
+        if now - self._vanished.setdefault(path, now) > VANISHED_GRACE:
+            return None
+        return entry
 
     async def _load(self, path, size):
         loop = asyncio.get_running_loop()
@@ -858,8 +976,149 @@ class FileCache:
     def clear(self):
         self._entries.clear()
         self._unstable.clear()
+        self._vanished.clear()
         self._total = 0
 
+
+class Route:
+    """Where a URL is served from when it is not a file of the web folder:
+    a file of ours elsewhere (``path``: the viewer bundle, a history frame)
+    or bytes in memory (``snapshot`` of ``content_type``: history.json)."""
+
+    __slots__ = ("path", "snapshot", "content_type", "cache_control")
+
+    def __init__(self, path=None, snapshot=None, content_type=None, cache_control=NO_CACHE):
+        self.path, self.snapshot = path, snapshot
+        self.content_type, self.cache_control = content_type, cache_control
+
+
+class FileReply:
+    """What to send for a file: status and headers, then the body from memory
+    (``body``), from an open file (``stream``, ``start``, ``length``; the
+    writer closes it) or nothing (HEAD, 304)."""
+
+    __slots__ = ("status", "headers", "body", "stream", "start", "length")
+
+    def __init__(self, status, headers, body=None, stream=None, start=0, length=0):
+        self.status, self.headers = status, headers
+        self.body, self.stream, self.start, self.length = body, stream, start, length
+
+    @property
+    def sent_length(self):
+        return len(self.body) if self.body is not None else self.length
+
+
+class StaticFiles:
+    """The files of one web folder, and the routes that the layers above add
+    (``routes(segments)`` returns a Route, None for the web folder, or raises
+    HTTPError): lookup, the shared in-memory cache, and the reply to one GET
+    or HEAD (200, 206, 304 or an HTTPError). Only web files are served.
+    Knows nothing of sockets: the site writes the replies."""
+
+    def __init__(self, root, routes=None):
+        self.root = os.path.realpath(root)
+        self.routes = routes
+        self.cache = FileCache()
+
+    def lookup(self, segments):
+        """The full path and stat of a regular file inside the root, or 404.
+
+        Walks the segments with lstat so that the common case costs one
+        system call per segment; a symlink is followed only when it resolves
+        inside the root.
+        """
+        path = self.root
+        st = None
+        for segment in segments:
+            path = os.path.join(path, segment)
+            try:
+                st = os.lstat(path)
+                if stat.S_ISLNK(st.st_mode):
+                    real = os.path.realpath(path)
+                    if real != self.root and not real.startswith(self.root + os.sep):
+                        raise HTTPError(404, "symlink leaves the web folder")
+                    # Its target obeys the request rules too: nothing hidden.
+                    if any(part.startswith(".") for part in real[len(self.root) + 1:].split(os.sep)):
+                        raise HTTPError(404, "symlink to a hidden file")
+                    st = os.stat(path)
+            except OSError:
+                raise HTTPError(404, "not found") from None
+        if st is None or not stat.S_ISREG(st.st_mode):
+            raise HTTPError(404, "not a file")
+        if os.name == "nt":             # junctions and other reparse points
+            real = os.path.realpath(path)
+            if not real.startswith(self.root + os.sep):
+                raise HTTPError(404, "path leaves the web folder")
+        return path, st
+
+    async def _snapshot(self, path, segments):
+        """The copy of a file to serve (body None: stream it from disk),
+        looked up in the web folder by segments, or our own path."""
+        try:
+            if segments is not None:
+                path, st = self.lookup(segments)
+            else:
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    raise HTTPError(404, "not found") from None
+                if not stat.S_ISREG(st.st_mode):
+                    raise HTTPError(404, "not a file")
+        except HTTPError:
+            entry = self.cache.vanished(path, time.monotonic())
+            if entry is None:
+                raise
+            return entry
+        if st.st_size > self.cache.file_limit:
+            return FileSnapshot(stat_key(st), None, st.st_mtime)
+        try:
+            return await self.cache.get(path, st)
+        except OSError:                 # removed or unreadable since the lookup
+            raise HTTPError(404, "not found") from None
+
+    async def reply(self, request):
+        """The FileReply for a GET or HEAD of a file, or HTTPError."""
+        segments = split_target(request.target)
+        route = self.routes(segments) if self.routes is not None else None
+        cache_control = NO_CACHE
+        if route is not None:
+            cache_control = route.cache_control
+        if route is not None and route.snapshot is not None:
+            entry, content_type, path = route.snapshot, route.content_type, None
+        else:
+            path = route.path if route is not None else os.path.join(self.root, *segments)
+            content_type = content_type_for(path)
+            if content_type is None:
+                raise HTTPError(404, "not a web file")
+            entry = await self._snapshot(path, segments if route is None else None)
+        size = len(entry.body) if entry.body is not None else entry.key[1]
+        etag = entry.etag
+        headers = [("Content-Type", content_type), ("Last-Modified", entry.last_modified),
+                   ("ETag", etag), ("Cache-Control", cache_control),
+                   ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
+        if not_modified(request, etag, entry.mtime):
+            return FileReply(304, headers)
+        status, start, end = 200, 0, size - 1
+        if_range = request.header("if-range")
+        if if_range is None or if_range.strip() == etag:
+            selected = parse_range(request.header("range"), size)
+            if selected is not None:
+                status, (start, end) = 206, selected
+                headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
+        length = end - start + 1
+        headers.append(("Content-Length", str(length)))
+        if request.method == "HEAD":
+            return FileReply(status, headers, length=length)
+        if entry.body is not None:
+            return FileReply(status, headers, body=memoryview(entry.body)[start:end + 1])
+        try:                            # before the head: an error after it would corrupt the stream
+            stream = open(path, "rb")
+        except OSError:
+            raise HTTPError(404, "not found") from None
+        return FileReply(status, headers, stream=stream, start=start, length=length)
+
+
+# -- 4b. The WebSocket hub: clients, broadcast, keepalive, close -----------------
 
 class WebSocketClient:
     """One connected browser. Output is written straight to the transport;
@@ -934,105 +1193,10 @@ class WebSocketClient:
             self.close_sent = True
 
 
-class StaticFiles:
-    """The files of one web folder: lookup inside it, the shared in-memory
-    cache, and the reply to one GET or HEAD (200, 206, 304 or an HTTPError).
-    Knows nothing of sockets: the site writes the replies."""
-
-    def __init__(self, root):
-        self.root = os.path.realpath(root)
-        self.cache = FileCache()
-
-    def lookup(self, segments):
-        """The full path and stat of a regular file inside the root, or 404.
-
-        Walks the segments with lstat so that the common case costs one
-        system call per segment; a symlink is followed only when it resolves
-        inside the root.
-        """
-        path = self.root
-        st = None
-        for segment in segments:
-            path = os.path.join(path, segment)
-            try:
-                st = os.lstat(path)
-                if stat.S_ISLNK(st.st_mode):
-                    real = os.path.realpath(path)
-                    if real != self.root and not real.startswith(self.root + os.sep):
-                        raise HTTPError(404, "symlink leaves the web folder")
-                    # Its target obeys the request rules too: nothing hidden.
-                    if any(part.startswith(".") for part in real[len(self.root) + 1:].split(os.sep)):
-                        raise HTTPError(404, "symlink to a hidden file")
-                    st = os.stat(path)
-            except OSError:
-                raise HTTPError(404, "not found") from None
-        if st is None or not stat.S_ISREG(st.st_mode):
-            raise HTTPError(404, "not a file")
-        if os.name == "nt":             # junctions and other reparse points
-            real = os.path.realpath(path)
-            if not real.startswith(self.root + os.sep):
-                raise HTTPError(404, "path leaves the web folder")
-        return path, st
-
-    async def reply(self, request):
-        """The FileReply for a GET or HEAD of a file, or HTTPError."""
-        path, st = self.lookup(split_target(request.target))
-        cached = st.st_size <= self.cache.file_limit
-        if cached:
-            try:
-                entry = await self.cache.get(path, st)
-            except OSError:             # removed or unreadable since the lookup
-                raise HTTPError(404, "not found") from None
-            size = len(entry.body)
-        else:
-            entry = FileSnapshot(stat_key(st), None, st.st_mtime)      # streamed from disk
-            size = st.st_size
-        etag = entry.etag
-        headers = [("Content-Type", content_type_for(path)), ("Last-Modified", entry.last_modified),
-                   ("ETag", etag), ("Cache-Control", "no-cache"),
-                   ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
-        if not_modified(request, etag, entry.mtime):
-            return FileReply(304, headers)
-        status, start, end = 200, 0, size - 1
-        if_range = request.header("if-range")
-        if if_range is None or if_range.strip() == etag:
-            selected = parse_range(request.header("range"), size)
-            if selected is not None:
-                status, (start, end) = 206, selected
-                headers.append(("Content-Range", "bytes %d-%d/%d" % (start, end, size)))
-        length = end - start + 1
-        headers.append(("Content-Length", str(length)))
-        if request.method == "HEAD":
-            return FileReply(status, headers, length=length)
-        if cached:
-            return FileReply(status, headers, body=memoryview(entry.body)[start:end + 1])
-        try:                            # before the head: an error after it would corrupt the stream
-            stream = open(path, "rb")
-        except OSError:
-            raise HTTPError(404, "not found") from None
-        return FileReply(status, headers, stream=stream, start=start, length=length)
-
-
-class FileReply:
-    """What to send for a file: status and headers, then the body from memory
-    (``body``), from an open file (``stream``, ``start``, ``length``; the
-    writer closes it) or nothing (HEAD, 304)."""
-
-    __slots__ = ("status", "headers", "body", "stream", "start", "length")
-
-    def __init__(self, status, headers, body=None, stream=None, start=0, length=0):
-        self.status, self.headers = status, headers
-        self.body, self.stream, self.start, self.length = body, stream, start, length
-
-    @property
-    def sent_length(self):
-        return len(self.body) if self.body is not None else self.length
-
-
 class WebSocketHub:
-    """The connected browsers: WebSocket sessions, broadcast (thread-safe
-    requests wake the loop through a pipe), keepalive, and closing them all
-    at STOP. All methods run on the event loop except ``request_broadcast``."""
+    """The connected browsers: WebSocket sessions, broadcast (requested from
+    any thread through the site's Waker), keepalive, and closing them all at
+    STOP. All methods run on the event loop except ``request_broadcast``."""
 
     def __init__(self, max_clients=WS_MAX_CLIENTS, ping_interval=WS_PING_INTERVAL,
                  max_message=WS_MAX_MESSAGE):
@@ -1040,18 +1204,17 @@ class WebSocketHub:
         self.ping_interval = ping_interval
         self.max_message = max_message
         self.clients = set()
+        self.joined = self.left = 0     # sessions opened and ended, for the command line
         self.loop = None
+        self.waker = None
         self.stopping = False           # after the disconnect message: nothing more
-        self._broadcast_scheduled = {}  # message -> True while a broadcast is queued
-        self._wake_read = None          # pipe that wakes the loop for queued broadcasts
-        self._wake_write = None
+        self._queued = {}               # message -> True while its broadcast is requested
         self._keepalive_task = None
 
-    def start(self, loop):
-        self.loop = loop
+    def start(self, loop, waker):
+        self.loop, self.waker = loop, waker
         if self.ping_interval:
             self._keepalive_task = loop.create_task(self._keepalive())
-        self._open_wake_pipe()
 
     @property
     def full(self):
@@ -1059,62 +1222,20 @@ class WebSocketHub:
 
     # -- broadcast ---------------------------------------------------------
 
-    def _open_wake_pipe(self):
-        """POSIX: notify wakes the loop by writing one byte to a pipe, which
-        costs the caller's thread about half of call_soon_threadsafe() (a
-        socket pair). Elsewhere, or when the loop has no add_reader (Windows'
-        proactor), request_broadcast keeps call_soon_threadsafe()."""
-        if os.name != "posix":
-            return
-        read_fd, write_fd = os.pipe()
-        try:
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)
-            self.loop.add_reader(read_fd, self._on_wake)
-        except (NotImplementedError, OSError):
-            os.close(read_fd)
-            os.close(write_fd)
-            return
-        self._wake_read = read_fd
-        # A file object: a write racing with close fails cleanly (ValueError)
-        # instead of hitting a reused descriptor.
-        self._wake_write = open(write_fd, "wb", buffering=0)
-
-    def _close_wake_pipe(self):
-        """The write end first: a late notify then fails as a closed file."""
-        if self._wake_write is not None:
-            self._wake_write.close()
-        if self._wake_read is not None:
-            self.loop.remove_reader(self._wake_read)
-            os.close(self._wake_read)
-            self._wake_read = None
-
     def request_broadcast(self, message):
         """Thread-safe and immediate: queue one broadcast of a text message.
         A message already queued and not yet sent is not queued again."""
-        if self._broadcast_scheduled.get(message):
+        if self._queued.get(message):
             return
-        self._broadcast_scheduled[message] = True
-        wake = self._wake_write
-        if wake is None:
-            self.loop.call_soon_threadsafe(self.broadcast, message)
-            return
-        try:
-            wake.write(b"\0")           # None when the pipe is full: a wake-up is pending anyway
-        except (ValueError, OSError):   # closed by STOP in between
-            self._broadcast_scheduled.pop(message, None)
+        self._queued[message] = True
+        self.waker.request(self._send_queued)
 
-    def _on_wake(self):
-        """The loop side of the wake pipe: send every queued message, in order."""
-        try:
-            os.read(self._wake_read, 4096)
-        except OSError:
-            pass
-        for message in list(self._broadcast_scheduled):
+    def _send_queued(self):
+        for message in list(self._queued):
             self.broadcast(message)
 
     def broadcast(self, message):
-        self._broadcast_scheduled.pop(message, None)
+        self._queued.pop(message, None)
         if self.stopping:
             return
         frame = build_text(message)
@@ -1142,6 +1263,7 @@ class WebSocketHub:
         writer.transport.set_write_buffer_limits(0, 0)
         client = WebSocketClient(writer, peer, self.loop.time())
         self.clients.add(client)
+        self.joined += 1
         parser = FrameParser(self.max_message)
         try:
             while True:
@@ -1167,6 +1289,7 @@ class WebSocketHub:
         finally:
             client.done = True
             self.clients.discard(client)
+            self.left += 1
             if client.flusher is not None:
                 client.flusher.cancel()
 
@@ -1197,8 +1320,26 @@ class WebSocketHub:
         while self.clients and loop.time() < deadline:
             await asyncio.sleep(0.01)
 
-    def close(self):
-        self._close_wake_pipe()
+
+# -- 4c. The site: connections, requests, replies, start and STOP ---------------
+
+def _peer_name(writer):
+    peer = writer.get_extra_info("peername")
+    return "%s:%s" % peer[:2] if isinstance(peer, tuple) else str(peer)
+
+
+def reset_transport(transport):
+    """Abort with a TCP reset (SO_LINGER 0): a plain abort leaves unsent
+    bytes to the kernel, which keeps the connection alive until a client
+    that is not reading has taken them all."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                            struct.pack("HH" if os.name == "nt" else "ii", 1, 0))
+        except OSError:
+            pass
+    transport.abort()
 
 
 class Site:
@@ -1207,10 +1348,10 @@ class Site:
     hub and everything else to the static files, writes the replies, and
     owns the lifecycle (start, STOP). Runs on the event loop thread."""
 
-    def __init__(self, root, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
+    def __init__(self, root, routes=None, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
                  ping_interval=WS_PING_INTERVAL, max_message=WS_MAX_MESSAGE,
                  header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT):
-        self.files = StaticFiles(root)
+        self.files = StaticFiles(root, routes)
         self.hub = WebSocketHub(max_clients, ping_interval, max_message)
         self.max_connections = max_connections
         self.header_timeout = header_timeout
@@ -1218,6 +1359,7 @@ class Site:
         self.use_sendfile = hasattr(os, "sendfile")
         self.connections = {}           # task -> transport of every open connection
         self.loop = None
+        self.waker = None               # other threads' way onto the loop
         self.server = None
         self._date = (0, "")
 
@@ -1226,7 +1368,8 @@ class Site:
     async def start(self, sock):
         self.loop = asyncio.get_running_loop()
         self.server = await asyncio.start_server(self.handle_connection, sock=sock, limit=READER_LIMIT)
-        self.hub.start(self.loop)
+        self.waker = Waker(self.loop)
+        self.hub.start(self.loop, self.waker)
 
     async def shutdown(self, grace=STOP_GRACE):
         """STOP: say disconnect, let browsers close within grace, then close all."""
@@ -1255,7 +1398,7 @@ class Site:
             for task in tasks:
                 task.cancel()
         self.files.cache.clear()
-        self.hub.close()
+        self.waker.close()
 
     # -- connections and requests -----------------------------------------
 
@@ -1349,9 +1492,9 @@ class Site:
             return False
 
     def _log_request(self, peer, request, status, length):
-        if log.isEnabledFor(logging.INFO):
+        if access_log.isEnabledFor(logging.INFO):
             line = "%s %s" % (request.method, request.target[:200]) if request else "-"
-            log.info('%s "%s" %d %d', peer, line, status, length)
+            access_log.info('%s "%s" %d %d', peer, line, status, length)
 
     # -- writing replies ---------------------------------------------------
 
@@ -1432,25 +1575,6 @@ class Site:
             writer.write(chunk)
             remaining -= len(chunk)
             await self._drain(writer)
-
-
-def _peer_name(writer):
-    peer = writer.get_extra_info("peername")
-    return "%s:%s" % peer[:2] if isinstance(peer, tuple) else str(peer)
-
-
-def reset_transport(transport):
-    """Abort with a TCP reset (SO_LINGER 0): a plain abort leaves unsent
-    bytes to the kernel, which keeps the connection alive until a client
-    that is not reading has taken them all."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                            struct.pack("HH" if os.name == "nt" else "ii", 1, 0))
-        except OSError:
-            pass
-    transport.abort()
 
 
 # =============================================================================

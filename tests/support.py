@@ -31,6 +31,12 @@ def make_jpeg(size, fill=b"\x00"):
     return b"\xff\xd8" + body + b"\xff\xd9"
 
 
+def make_png(size, fill=b"\x00"):
+    """A byte string shaped like a complete PNG (signature ... IEND) of `size` bytes."""
+    body = (fill * (size - 20))[: size - 20]
+    return alsserve.PNG_SIGNATURE + body + alsserve.PNG_END
+
+
 class ServerTestCase(unittest.TestCase):
     """Starts one ImageServer on 127.0.0.1:<free port> over a temporary web
     folder for each test; `site_options` are passed through."""

@@ -12,6 +12,7 @@ import email.utils
 import http.client
 import logging
 import os
+import re
 import shutil
 import socket
 import sys
@@ -23,7 +24,7 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support import (LogCapture, ServerTestCase, make_jpeg, parse_responses,  # noqa: E402
+from support import (LogCapture, ServerTestCase, make_jpeg, make_png, parse_responses,  # noqa: E402
                      read_response, recv_until_close)
 
 import alsserve  # noqa: E402
@@ -663,12 +664,12 @@ class ResponseHeaderTests(HTTPTestCase):
             "a.css": "text/css; charset=utf-8", "a.json": "application/json; charset=utf-8",
             "a.jpg": "image/jpeg", "a.jpeg": "image/jpeg", "B.JPG": "image/jpeg",
             "a.png": "image/png", "a.ico": "image/x-icon", "a.svg": "image/svg+xml; charset=utf-8",
-            "a.webp": "image/webp", "a.txt": "text/plain; charset=utf-8",
-            "a.bin": "application/octet-stream", "noextension": "application/octet-stream",
-            "a.exe": "application/octet-stream", "a.tar.gz": "application/octet-stream",
+            "a.webp": "image/webp", "a.gif": "image/gif", "a.txt": "text/plain; charset=utf-8",
+            "a.mp4": "video/mp4",
         }
         for name in expected:
-            self.write(name, make_jpeg(64) if name.lower().endswith((".jpg", ".jpeg")) else b"content")
+            self.write(name, make_jpeg(64) if name.lower().endswith((".jpg", ".jpeg"))
+                       else make_png(64) if name.endswith(".png") else b"content")
         conn = self.http_client()
         for name, content_type in expected.items():
             with self.subTest(name=name):
@@ -678,6 +679,31 @@ class ResponseHeaderTests(HTTPTestCase):
                     response.read()
                     self.assertEqual(response.status, 200)
                     self.assertEqual(response.getheader("Content-Type"), content_type)
+
+    def test_only_web_files_are_served(self):
+        # ALS's default web folder is its work folder: the astronomer's data
+        # (FITS, TIFF, raw camera files, archives) must not be published.
+        data_files = ["stack_image.fits", "stack_image.fit", "stack_image.tiff", "stack_image.tif",
+                      "notes.bin", "IMG_0001.CR2", "IMG_0001.NEF", "session.zip", "a.tar.gz",
+                      "noextension", "a.exe", "a.py", "a.xisf", "settings.ini", "a.jpg.fits"]
+        for name in data_files:
+            self.write(name, b"astronomer's data")
+            self.write("sub/" + name, b"astronomer's data")
+        conn = self.http_client()
+        for name in data_files:
+            for target in ("/" + name, "/sub/" + name, "/" + name + "?x=1"):
+                with self.subTest(target=target):
+                    for method in ("HEAD", "GET"):
+                        conn.request(method, target)
+                        response = conn.getresponse()
+                        body = response.read()
+                        self.assertEqual(response.status, 404)
+                        self.assertNotIn(b"astronomer", body)
+        # What a missing file gets, byte for byte: nothing tells them apart.
+        missing = self.exchange(raw_request("GET", "/missing.fits"))
+        present = self.exchange(raw_request("GET", "/stack_image.fits"))
+        strip_date = lambda d: re.sub(rb"Date: [^\r]*", b"", d)
+        self.assertEqual(strip_date(present), strip_date(missing))
 
     def test_index_html_for_slash(self):
         self.write("index.html", b"<!doctype html><title>x</title>")
@@ -780,7 +806,7 @@ class RangeTests(HTTPTestCase):
 
     def setUp(self):
         super().setUp()
-        self.write("blob.bin", self.data)
+        self.write("blob.webp", self.data)
 
     def test_single_ranges(self):
         size = len(self.data)
@@ -788,7 +814,7 @@ class RangeTests(HTTPTestCase):
                                     "bytes=-16": (size - 16, size - 1), "bytes=1000-5000": (1000, size - 1),
                                     "bytes=1023-1023": (1023, 1023)}.items():
             with self.subTest(value=value):
-                status, headers, body = self.get("/blob.bin", headers=["Range: " + value])
+                status, headers, body = self.get("/blob.webp", headers=["Range: " + value])
                 self.assertEqual(status, 206)
                 self.assertEqual(headers["content-range"], "bytes %d-%d/%d" % (start, end, size))
                 self.assertEqual(headers["content-length"], str(end - start + 1))
@@ -797,7 +823,7 @@ class RangeTests(HTTPTestCase):
     def test_unsatisfiable_416(self):
         for value in ("bytes=1024-", "bytes=5000-6000", "bytes=-0"):
             with self.subTest(value=value):
-                status, headers, body = self.get("/blob.bin", headers=["Range: " + value])
+                status, headers, body = self.get("/blob.webp", headers=["Range: " + value])
                 self.assertEqual(status, 416)
                 self.assertEqual(headers["content-range"], "bytes */1024")
                 self.assertTrue(body.startswith(b"416"))
@@ -805,38 +831,38 @@ class RangeTests(HTTPTestCase):
     def test_multiple_or_malformed_ranges_get_the_whole_file(self):
         for value in ("bytes=0-1,5-9", "bytes=0-1, 4-", "bytes=x-y", "lines=0-1", "bytes=9-3"):
             with self.subTest(value=value):
-                status, headers, body = self.get("/blob.bin", headers=["Range: " + value])
+                status, headers, body = self.get("/blob.webp", headers=["Range: " + value])
                 self.assertEqual((status, body), (200, self.data))
                 self.assertNotIn("content-range", headers)
 
     def test_if_range(self):
-        _, headers, _ = self.get("/blob.bin")
-        status, _, body = self.get("/blob.bin", headers=["Range: bytes=0-3", "If-Range: " + headers["etag"]])
+        _, headers, _ = self.get("/blob.webp")
+        status, _, body = self.get("/blob.webp", headers=["Range: bytes=0-3", "If-Range: " + headers["etag"]])
         self.assertEqual((status, body), (206, self.data[:4]))
-        status, _, body = self.get("/blob.bin", headers=["Range: bytes=0-3", 'If-Range: "stale"'])
+        status, _, body = self.get("/blob.webp", headers=["Range: bytes=0-3", 'If-Range: "stale"'])
         self.assertEqual((status, body), (200, self.data))
 
     def test_huge_range_numbers(self):
-        status, headers, _ = self.get("/blob.bin", headers=["Range: bytes=%s-" % ("9" * 6000)])
+        status, headers, _ = self.get("/blob.webp", headers=["Range: bytes=%s-" % ("9" * 6000)])
         self.assertEqual((status, headers["content-range"]), (416, "bytes */1024"))
-        status, _, body = self.get("/blob.bin", headers=["Range: bytes=1020-%s" % ("9" * 6000)])
+        status, _, body = self.get("/blob.webp", headers=["Range: bytes=1020-%s" % ("9" * 6000)])
         self.assertEqual((status, body), (206, self.data[1020:]))
-        status, _, body = self.get("/blob.bin", headers=["Range: bytes=\xb2-"])
+        status, _, body = self.get("/blob.webp", headers=["Range: bytes=\xb2-"])
         self.assertEqual((status, body), (200, self.data))
 
     def test_large_cached_file(self):
         # Bigger than one write chunk but cached: written in chunks from memory.
         data = os.urandom(2 * alsserve.STREAM_CHUNK + 777)
-        path = self.write("large.bin", data)
-        status, _, body = self.get("/large.bin")
+        path = self.write("large.webp", data)
+        status, _, body = self.get("/large.webp")
         self.assertEqual((status, body), (200, data))
         self.assertIn(path, self.server._site.files.cache._entries)
         start, end = alsserve.STREAM_CHUNK - 10, 2 * alsserve.STREAM_CHUNK + 10
-        status, _, body = self.get("/large.bin", headers=["Range: bytes=%d-%d" % (start, end)])
+        status, _, body = self.get("/large.webp", headers=["Range: bytes=%d-%d" % (start, end)])
         self.assertEqual((status, body), (206, data[start:end + 1]))
 
     def test_head_with_range(self):
-        status, headers, body = self.get("/blob.bin", "HEAD", headers=["Range: bytes=10-19"])
+        status, headers, body = self.get("/blob.webp", "HEAD", headers=["Range: bytes=10-19"])
         self.assertEqual((status, body, headers["content-length"]), (206, b"", "10"))
 
     def test_range_on_web_image_with_query(self):
@@ -1009,7 +1035,7 @@ class ErrorAndLogTests(HTTPTestCase):
             os.remove(path)
             return path, st
 
-        self.write("big.bin", os.urandom(5000))
+        self.write("big.webp", os.urandom(5000))
         for limit in (alsserve.CACHE_FILE_LIMIT, 1024):         # cached, then streamed
             with self.subTest(file_limit=limit):
                 self.server._site.files.cache.file_limit = limit
@@ -1018,7 +1044,7 @@ class ErrorAndLogTests(HTTPTestCase):
                     data = self.exchange(raw_request("GET", "/gone.txt"))
                 status, headers, body = parse_one(data)
                 self.assertEqual(status, 404)
-                self.assertEqual(self.get("/big.bin")[0], 200)
+                self.assertEqual(self.get("/big.webp")[0], 200)
 
     def test_access_log_line_per_request(self):
         with self.assertLogs("alsserve", logging.INFO) as cm:
@@ -1059,7 +1085,12 @@ class ErrorAndLogTests(HTTPTestCase):
         self.assertEqual(second[2], make_jpeg(2000, b"\x02"))
         self.assertNotEqual(first[1]["etag"], second[1]["etag"])
         os.remove(os.path.join(self.folder, "hello.txt"))
-        self.assertEqual(self.get("/hello.txt")[0], 404)
+        # Gone: its last copy for a short grace (ALS on Windows removes the
+        # image before renaming the new one onto it), then 404.
+        with mock.patch.object(alsserve, "VANISHED_GRACE", 0.3):
+            self.assertEqual(self.get("/hello.txt")[:3:2], (200, b"HELLO AGAIN"))
+            time.sleep(0.4)
+            self.assertEqual(self.get("/hello.txt")[0], 404)
 
 
 class StreamingTests(HTTPTestCase):
@@ -1071,13 +1102,13 @@ class StreamingTests(HTTPTestCase):
         self.site = self.server._site
         self.site.files.cache.file_limit = 1024
         self.data = os.urandom(3 * alsserve.STREAM_CHUNK + 12345)
-        self.path = self.write("big.bin", self.data)
+        self.path = self.write("big.webp", self.data)
 
     def fetch(self, sendfile, headers=(), method="GET"):
         self.site.use_sendfile = sendfile
         real = self.site.loop.sendfile
         with mock.patch.object(self.site.loop, "sendfile", side_effect=real) as spy:
-            result = self.get("/big.bin", method, headers=headers)
+            result = self.get("/big.webp", method, headers=headers)
         if result[0] in (200, 206):
             self.assertEqual(spy.called, sendfile and method == "GET")
         self.assertNotIn(self.path, self.site.files.cache._entries)      # really streamed
@@ -1117,13 +1148,13 @@ class StreamingTests(HTTPTestCase):
             with self.subTest(sendfile=sendfile):
                 self.site.use_sendfile = sendfile
                 sock = self.connect()
-                sock.sendall(raw_request("GET", "/big.bin", close=False) + raw_request("GET", "/small.txt"))
+                sock.sendall(raw_request("GET", "/big.webp", close=False) + raw_request("GET", "/small.txt"))
                 responses = parse_responses(recv_until_close(sock))
                 self.assertEqual([(s, b) for s, _, b in responses], [(200, self.data), (200, b"small")])
 
     def test_conditional_on_a_streamed_file(self):
         _, headers, _ = self.fetch(False)
-        status, _, body = self.get("/big.bin", headers=["If-None-Match: " + headers["etag"]])
+        status, _, body = self.get("/big.webp", headers=["If-None-Match: " + headers["etag"]])
         self.assertEqual((status, body), (304, b""))
 
     def test_file_shrinking_while_sent_closes_the_connection(self):
@@ -1145,8 +1176,8 @@ class StreamingTests(HTTPTestCase):
                 self.site.use_sendfile = sendfile
                 with mock.patch.object(alsserve.StaticFiles, "lookup", lookup):
                     sock = self.connect()
-                    sock.sendall(raw_request("GET", "/big.bin", close=False)
-                                 + raw_request("GET", "/big.bin", close=False))
+                    sock.sendall(raw_request("GET", "/big.webp", close=False)
+                                 + raw_request("GET", "/big.webp", close=False))
                     data = recv_until_close(sock, timeout=5)
                 head, _, rest = data.partition(b"\r\n\r\n")
                 self.assertIn(b"\r\nContent-Length: %d\r\n" % (len(self.data) + 5000), head + b"\r\n")
@@ -1306,10 +1337,10 @@ class TimeoutTests(ServerTestCase):
         # The timeouts cover waiting for a head, not sending a response.
         self.server._site.files.cache.file_limit = 1024
         data = os.urandom(2 * 1024 * 1024)
-        self.write("big.bin", data)
+        self.write("big.webp", data)
         sock = self.connect()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
-        sock.sendall(raw_request("GET", "/big.bin"))
+        sock.sendall(raw_request("GET", "/big.webp"))
         time.sleep(1.2)                                     # longer than both timeouts
         received = recv_until_close(sock)
         status, headers, body = parse_one(received)

@@ -794,12 +794,12 @@ class WakeUpPathTest(unittest.TestCase):
         if os.name != "posix":
             self.skipTest("the pipe is the POSIX path")
         server = self.run_server("posix")
-        self.assertIsNotNone(server._site.hub._wake_write)
+        self.assertIsNotNone(server._site.waker._write)
 
     def test_call_soon_threadsafe_fallback(self):
         server = self.run_server("nt")
         site = server._site
-        self.assertIsNone(site.hub._wake_write)
+        self.assertIsNone(site.waker._write)
         with mock.patch.object(site.loop, "call_soon_threadsafe", wraps=site.loop.call_soon_threadsafe) as spy:
             server.notify_browsers_about_new_image()
             deadline = time.monotonic() + 2
