@@ -37,13 +37,17 @@ import argparse
 import asyncio
 import base64
 import codecs
+import collections
 import email.utils
 import enum
+import errno
 import hashlib
+import importlib
 import ipaddress
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -74,6 +78,7 @@ access_log = logging.getLogger("alsserve.access")   # one line per request
 
 DEFAULT_PORT = 8000
 PORT_RANGE = (1024, 65535)
+DEFAULT_BIND = "0.0.0.0"         # every local IPv4 interface, as the ALS documentation says
 
 IMAGE_NAME = "web_image.jpg"
 METRICS_NAME = "data.json"
@@ -82,6 +87,20 @@ INDEX_NAME = "index.html"
 DEFAULT_ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 # Folders of the assets bundle that START does not publish (our demo frames).
 UNPUBLISHED_ASSET_FOLDERS = ("demo",)
+
+# History of the night. Frames live in a hidden folder of the web folder
+# (never served by that name), listed at history.json, served at
+# history/<id>.jpg. Budget for a Raspberry Pi's SD card: 300 frames (a night
+# at one frame a minute and more), at most 1 GiB (300 frames of a 3 MB image,
+# about 90 of a 24 MP DSLR stack); no frame is stored while the disk has less
+# than 1 GiB free, which stays for the astronomer's own stacks.
+HISTORY_FOLDER = ".alsserve-history"
+HISTORY_INDEX = "index.json"
+HISTORY_LISTING = "history.json"
+HISTORY_URL_FOLDER = "history"
+HISTORY_FRAMES = 300
+HISTORY_BYTES = 1 << 30
+HISTORY_MIN_FREE = 1 << 30
 
 # HTTP limits: never read an unbounded amount from a client.
 MAX_REQUEST_LINE = 8 * 1024
@@ -142,6 +161,17 @@ class HTTPError(Exception):
         self.detail = detail
         self.close = close
         self.headers = list(headers)
+
+
+def read_file(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def is_inside(path, folder):
+    """True when path is in folder (or below), symlinks resolved."""
+    folder = os.path.realpath(folder)
+    return os.path.realpath(path).startswith(folder + os.sep)
 
 
 def http_date(timestamp=None):
@@ -885,6 +915,21 @@ def read_snapshot(path):
     stable = stat_key(before) == key and len(body) == after.st_size \
         and is_complete_image(body, content_type_for(path))
     return key, body, after.st_mtime, stable
+
+
+def read_whole_snapshot(path):
+    """A complete, consistent FileSnapshot of a file, re-read until it is
+    stable; None when it is missing or stays incomplete. Blocking: for
+    threads other than the event loop's."""
+    for _attempt in range(STABLE_READ_ATTEMPTS):
+        try:
+            key, body, mtime, stable = read_snapshot(path)
+        except OSError:
+            return None
+        if stable:
+            return FileSnapshot(key, body, mtime)
+        time.sleep(STABLE_READ_PAUSE)
+    return None
 
 
 class FileCache:
@@ -1632,8 +1677,7 @@ def publish_assets(assets_dir, web_folder):
         for name in sorted(files):
             if name.startswith("."):
                 continue
-            with open(os.path.join(folder, name), "rb") as f:
-                data = f.read()
+            data = read_file(os.path.join(folder, name))
             target = os.path.join(target_folder, name)
             try:
                 with open(target, "rb") as f:
@@ -1658,11 +1702,14 @@ def waiting_image_path(assets_dir):
 
 def publish_waiting_image(web_folder, assets_dir):
     """web_image.jpg becomes the waiting image (atomically: its temporary
-    file is a hidden one, never served, removed on failure)."""
+    file is a hidden one, never served, removed on failure); returns its
+    bytes, None when there is no waiting image."""
     waiting = waiting_image_path(assets_dir)
-    if waiting is not None:
-        with open(waiting, "rb") as f:
-            atomic_write(os.path.join(web_folder, IMAGE_NAME), f.read())
+    if waiting is None:
+        return None
+    data = read_file(waiting)
+    atomic_write(os.path.join(web_folder, IMAGE_NAME), data)
+    return data
 
 
 def write_metrics(web_folder, stack_size, total_exposure_seconds):
@@ -1670,18 +1717,37 @@ def write_metrics(web_folder, stack_size, total_exposure_seconds):
                  metrics_json(stack_size, total_exposure_seconds).encode("ascii"))
 
 
-def check_web_folder(web_folder):
-    """The web folder as an absolute path, or ValueError naming what is wrong."""
+def check_web_folder(web_folder, writable=True, may_create=False):
+    """The web folder as an absolute path, or ValueError naming what is
+    wrong. may_create: it may be missing if it can be created (later)."""
     if not isinstance(web_folder, (str, os.PathLike)):
         raise ValueError("web folder must be a path, got %r" % (web_folder,))
     path = os.path.abspath(os.fspath(web_folder))
+    if may_create and not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError("web folder %s cannot be created in %s" % (path, parent))
+        return path
     if not os.path.exists(path):
         raise ValueError("web folder %s does not exist" % path)
     if not os.path.isdir(path):
         raise ValueError("web folder %s is not a directory" % path)
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError("web folder %s is not writable" % path)
+    if not os.access(path, (os.W_OK if writable else os.R_OK) | os.X_OK):
+        raise ValueError("web folder %s is not %s" % (path, "writable" if writable else "readable"))
     return path
+
+
+def default_history_dir(web_folder):
+    """Where watch mode keeps the history of a folder it must not write
+    into: the user's cache folder, one subfolder per watched folder."""
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    digest = hashlib.sha256(os.path.realpath(web_folder).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(base, "alsserve", "history-" + digest[:16])
 
 
 def check_port(port):
@@ -1696,6 +1762,234 @@ def check_jpeg(data):
         raise ValueError("not a complete JPEG image (%d bytes; must start with FFD8 and end with FFD9)"
                          % len(data))
     return data
+
+
+def read_metrics(web_folder):
+    """(stack size, exposure "H:MM:SS") from the folder's data.json, or
+    (None, None) when there is none or it is not ALS's shape."""
+    try:
+        with open(os.path.join(web_folder, METRICS_NAME), "rb") as f:
+            data = json.loads(f.read(64 * 1024).decode("utf-8"))
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    stack_size, exposure = data.get("STACK_SIZE"), data.get("EXPO")
+    if isinstance(stack_size, bool) or not isinstance(stack_size, int):
+        stack_size = None
+    return stack_size, exposure if isinstance(exposure, str) else None
+
+
+class HistoryFrame:
+    """One image of the night as it became live, with the metrics of that moment."""
+
+    __slots__ = ("id", "time", "stack_size", "exposure", "bytes", "ext", "session")
+
+    def __init__(self, id, time, stack_size, exposure, bytes, ext, session):
+        self.id, self.time, self.ext, self.session = id, time, ext, session
+        self.stack_size, self.exposure, self.bytes = stack_size, exposure, bytes
+
+    @property
+    def name(self):
+        return "%d%s" % (self.id, self.ext)
+
+    @property
+    def url(self):
+        return HISTORY_URL_FOLDER + "/" + self.name
+
+    def as_json(self):
+        return {"id": self.id, "time": self.time, "stack_size": self.stack_size,
+                "exposure": self.exposure, "bytes": self.bytes, "url": self.url,
+                "session": self.session}
+
+    def record(self):
+        """What the index keeps: as_json() without the derived url, with the extension."""
+        record = self.as_json()
+        del record["url"]
+        record["ext"] = self.ext
+        return record
+
+
+class History:
+    """The frames of the night on disk: one file per frame in a folder of its
+    own (hidden inside the web folder, or elsewhere for watch mode), an index
+    written atomically after each change, ids that only increase (a frame's
+    URL never changes meaning, so caches may keep it forever).
+
+    Bounded: at most ``max_frames`` frames and ``max_bytes`` bytes, oldest
+    dropped first; no frame is stored while the disk has less than
+    ``min_free`` bytes free. Thread-safe: frames are written off the event
+    loop and listed on it.
+    """
+
+    def __init__(self, folder, max_frames=HISTORY_FRAMES, max_bytes=HISTORY_BYTES,
+                 min_free=HISTORY_MIN_FREE):
+        self.folder = folder
+        self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.min_free = min_free
+        self.frames = []                # oldest first
+        self.by_url = {}                # url -> HistoryFrame
+        self.session = 1
+        self.next_id = 1
+        self.live = None                # id of the frame shown as the live image
+        self._lock = threading.Lock()
+        self._listing = None            # FileSnapshot of history.json, rebuilt after a change
+        self._started = int(time.time() * 1000)     # with _version: the listing's ETag
+        self._version = 0
+        self._low_disk = False
+
+    # -- the folder --------------------------------------------------------
+
+    def open(self):
+        """Create the folder, read the index, and make the folder match it:
+        frames whose file is missing or of another size are forgotten, files
+        that are no frame of the index (temporary files of a crash) removed."""
+        os.makedirs(self.folder, exist_ok=True)
+        try:
+            with open(os.path.join(self.folder, HISTORY_INDEX), "rb") as f:
+                index = json.loads(f.read().decode("utf-8"))
+            self.next_id = int(index["next_id"])
+            self.session = int(index["session"])
+            records = index["frames"]
+        except FileNotFoundError:
+            records = []
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("history index in %s unreadable (%s): starting a new history", self.folder, error)
+            records = []
+        frames = []
+        for record in records:
+            try:
+                frame = HistoryFrame(int(record["id"]), float(record["time"]), record["stack_size"],
+                                     record["exposure"], int(record["bytes"]), record["ext"],
+                                     int(record["session"]))
+            except (KeyError, TypeError, ValueError):
+                continue
+            if frame.ext in (".jpg", ".png") and frame.id < self.next_id \
+                    and self._size(frame) == frame.bytes:
+                frames.append(frame)
+        with self._lock:
+            self._set_frames(frames)
+            self._enforce_budget()
+            self._save()
+        keep = {frame.name for frame in frames} | {HISTORY_INDEX}
+        for name in os.listdir(self.folder):
+            if name not in keep and (name.endswith(".tmp") or os.path.splitext(name)[0].isdigit()):
+                self._remove(name)
+
+    def _size(self, frame):
+        try:
+            return os.stat(self.path_of(frame)).st_size
+        except OSError:
+            return None
+
+    def _remove(self, name):
+        try:
+            os.unlink(os.path.join(self.folder, name))
+        except OSError:
+            pass
+
+    def path_of(self, frame):
+        return os.path.join(self.folder, frame.name)
+
+    def _save(self):
+        index = {"next_id": self.next_id, "session": self.session,
+                 "frames": [frame.record() for frame in self.frames]}
+        atomic_write(os.path.join(self.folder, HISTORY_INDEX), json.dumps(index).encode("utf-8"))
+
+    def _set_frames(self, frames):
+        self.frames = frames
+        self.by_url = {frame.url: frame for frame in frames}
+        if self.live is not None and not any(frame.id == self.live for frame in frames):
+            self.live = None
+        self._listing = None
+
+    # -- frames ------------------------------------------------------------
+
+    def add(self, body, ext, when, stack_size=None, exposure=None):
+        """Store a new frame (its file first, then the index); return it, or
+        None when the disk is below the free-space floor or the frame alone
+        is over the byte budget."""
+        if len(body) > self.max_bytes:
+            return None
+        try:
+            free = shutil.disk_usage(self.folder).free
+        except OSError:
+            free = None
+        if free is not None and free - len(body) < self.min_free:
+            if not self._low_disk:
+                log.warning("history: only %d MiB free on the disk of %s, below the %d MiB floor: "
+                            "no new frame is kept", free >> 20, self.folder, self.min_free >> 20)
+            self._low_disk = True
+            return None
+        self._low_disk = False
+        with self._lock:
+            frame = HistoryFrame(self.next_id, when, stack_size, exposure, len(body), ext, self.session)
+            self.next_id += 1
+        path = self.path_of(frame)      # written outside the lock: listing() never waits on it
+        atomic_write(path, body)
+        os.utime(path, (when, when))    # Last-Modified: when it became live
+        with self._lock:
+            self._set_frames(self.frames + [frame])
+            self._enforce_budget()
+            self._save()
+        return frame
+
+    def _enforce_budget(self):
+        total = sum(frame.bytes for frame in self.frames)
+        dropped = 0
+        while self.frames[dropped:] and (len(self.frames) - dropped > self.max_frames
+                                         or total > self.max_bytes):
+            total -= self.frames[dropped].bytes
+            self._remove(self.frames[dropped].name)
+            dropped += 1
+        if dropped:
+            self._set_frames(self.frames[dropped:])
+
+    def new_session(self):
+        """A new session (ALS: a new target): new frames start a new history;
+        the previous one stays while the budget allows."""
+        with self._lock:
+            self.session += 1
+            self.live = None
+            self._listing = None
+            self._save()
+
+    def set_live(self, frame_id):
+        with self._lock:
+            if frame_id != self.live:
+                self.live = frame_id
+                self._listing = None
+
+    def find(self, url):
+        """The frame served at url ("history/<id>.<ext>"), or None."""
+        return self.by_url.get(url)
+
+    def frame(self, frame_id):
+        """The frame of that id, or None (never was, or dropped)."""
+        for frame in reversed(self.frames):
+            if frame.id == frame_id:
+                return frame
+        return None
+
+    def last(self):
+        frames = self.frames
+        return frames[-1] if frames else None
+
+    def listing(self):
+        """history.json, as a snapshot with its validators."""
+        with self._lock:
+            if self._listing is None:
+                self._version += 1
+                body = json.dumps({"session": self.session, "live": self.live,
+                                   "frames": [frame.as_json() for frame in self.frames]}).encode("utf-8")
+                now = time.time()
+                self._listing = FileSnapshot((self._started, self._version, len(body)), body, now)
+            return self._listing
+
+    def as_list(self):
+        with self._lock:
+            return [frame.as_json() for frame in self.frames]
 
 
 # =============================================================================
@@ -1860,12 +2154,41 @@ def bind_listener(port, host="0.0.0.0"):
 
 
 def is_port_in_use(ip, port):
-    """ALS 0.7 helper: True when ip:port cannot be bound now."""
+    """ALS 0.7 helper: True when the server could not listen on port now.
+    ALS asks with its host address, the server binds 0.0.0.0; another server
+    on that port blocks either, whatever its address: both are tried."""
+    for host in dict.fromkeys((ip, DEFAULT_BIND)):
+        try:
+            bind_listener(port, host).close()
+        except PortInUseError as error:
+            if getattr(error.__cause__, "errno", None) != errno.EADDRNOTAVAIL:
+                return True             # not an address of this machine: says nothing of the port
+    return False
+
+
+def check_bind_address(bind):
+    """The address to listen on: 0.0.0.0 (all interfaces) or one of this
+    machine's IPv4 addresses; else ValueError."""
     try:
-        bind_listener(port, ip).close()
-        return False
-    except PortInUseError:
-        return True
+        address = str(ipaddress.IPv4Address(bind))
+    except (ValueError, TypeError):
+        raise ValueError("bind address must be an IPv4 address such as 0.0.0.0 or 127.0.0.1, "
+                         "got %r" % (bind,)) from None
+    if address != DEFAULT_BIND and not is_local_address(address):
+        raise ValueError("bind address %s is not an address of this machine" % address)
+    return address
+
+
+def displayed_address_for(preference, bind=DEFAULT_BIND):
+    """The displayed address, reachable through the bind address: any
+    resolved address with 0.0.0.0, the bind address itself otherwise."""
+    if check_bind_address(bind) == DEFAULT_BIND:
+        return resolve_displayed_address(preference)
+    wanted = parse_address_preference(preference)
+    if wanted is not None and wanted != bind:
+        log.warning("displayed address %s is not reachable through the bind address %s; showing %s",
+                    wanted, bind, bind)
+    return bind
 
 
 def get_host_ip():
@@ -1873,22 +2196,183 @@ def get_host_ip():
     return resolve_displayed_address("auto")
 
 
+class Routes:
+    """The URLs a server answers from somewhere else than its web folder.
+
+    Watch mode: the viewer bundle (it wins over a same-named file of the
+    folder, which belongs to another program), and web_image.jpg, which
+    stands for the newest image of the folder (the bundle's waiting image
+    until there is one). With a history: history.json and the frames,
+    history/<id>.<ext>; any other name under history/ is 404.
+    """
+
+    def __init__(self, history=None, bundle=None, live_path=None):
+        self.history = history
+        self.bundle = bundle            # watch mode: URL path -> file of the bundle
+        self.live_path = live_path      # watch mode: the file web_image.jpg stands for
+
+    def __call__(self, segments):
+        history = self.history
+        if history is not None:
+            if segments == [HISTORY_LISTING]:
+                return Route(snapshot=history.listing(), content_type=CONTENT_TYPES[".json"])
+            if segments[0] == HISTORY_URL_FOLDER:
+                frame = history.find("/".join(segments))
+                if frame is None:
+                    raise HTTPError(404, "no such history frame")
+                return Route(path=history.path_of(frame), cache_control=IMMUTABLE)
+        if self.bundle is not None:
+            if segments == [IMAGE_NAME]:
+                return Route(path=self.live_path)
+            path = self.bundle.get("/".join(segments))
+            if path is not None:
+                return Route(path=path)
+        return None
+
+
+def bundle_files(assets_dir):
+    """URL path -> file of a viewer bundle: what START publishes (no hidden
+    files, no demo frames), served in place by watch mode."""
+    files = {}
+    for folder, subfolders, names in os.walk(assets_dir):
+        relative = os.path.relpath(folder, assets_dir)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
+                               and not (relative == "." and d in UNPUBLISHED_ASSET_FOLDERS))
+        for name in names:
+            if not name.startswith(".") and content_type_for(name) is not None:
+                url = name if relative == "." else relative.replace(os.sep, "/") + "/" + name
+                files[url] = os.path.join(folder, name)
+    return files
+
+
+class Announcer:
+    """Makes each new image live, in order, one at a time: its snapshot is
+    served from memory (publish_image hands over the bytes; otherwise the
+    file is read once and checked whole, off the event loop), it becomes a
+    history frame (unless it is the same image again, or the waiting
+    image), and only then are the browsers told: the frame message, then
+    ALS's unchanged new_image. Requests return at once, from any thread;
+    notifies that pile up while one is read count once."""
+
+    def __init__(self, site, routes, web_folder, waiting_body=None):
+        self.site = site
+        self.routes = routes
+        self.history = routes.history
+        self.web_folder = web_folder
+        self.waiting_body = waiting_body
+        self.last_body = None           # the live image's bytes (dedup of frames)
+        self.last_frame_id = None       # the frame holding them, if any
+        self._queue = collections.deque()
+        self._running = False
+
+    def request(self, path, data=None, key=None, keep=True):
+        """path holds a new image; data and key: its bytes and stat key when
+        already in hand. keep=False: not a frame (the waiting image)."""
+        item = (path, data, key, keep)
+        if data is None and self._queue and self._queue[-1] == item:
+            return                      # this notify is already waiting
+        self._queue.append(item)
+        self.site.waker.request(self._start)
+
+    def _start(self):
+        if not self._running:
+            self._running = True
+            self.site.loop.create_task(self._run())
+
+    async def _run(self):
+        loop = self.site.loop
+        try:
+            while self._queue and not self.site.hub.stopping:
+                path, data, key, keep = self._queue.popleft()
+                try:
+                    prepared = await loop.run_in_executor(None, self._prepare, path, data, key, keep)
+                except Exception:
+                    log.exception("new image %s could not be prepared", path)
+                    prepared = None, None, None, None
+                self._announce(path, *prepared)
+        finally:
+            self._running = False
+
+    def _prepare(self, path, data, key, keep):
+        """Off the event loop: the image's snapshot, its history frame if it
+        is a new one, and the id of the frame now live (None: not a frame)."""
+        snapshot = read_whole_snapshot(path) if data is None else FileSnapshot(key, data, key[2] / 1e9)
+        if snapshot is None:
+            return None, None, None, None
+        body, history, frame, frame_key = snapshot.body, self.history, None, None
+        if history is not None and self.last_body is None:
+            last = history.last()           # after a restart: is it still the live image?
+            if last is not None and last.bytes == len(body):
+                self.last_body, self.last_frame_id = read_file(history.path_of(last)), last.id
+        if not keep or body == self.waiting_body:
+            self.last_frame_id = None
+        elif body != self.last_body:
+            self.last_frame_id = None
+            if history is not None:
+                ext = ".png" if content_type_for(path) == "image/png" else ".jpg"
+                frame = history.add(body, ext, time.time(), *read_metrics(self.web_folder))
+                if frame is not None:
+                    frame_key = stat_key(os.stat(history.path_of(frame)))
+                    self.last_frame_id = frame.id
+        self.last_body = body
+        return snapshot, frame, frame_key, self.last_frame_id
+
+    def _announce(self, path, snapshot, frame, frame_key, live_id):
+        """On the loop: serve the new copies, then tell the browsers."""
+        site, history = self.site, self.history
+        if site.hub.stopping:
+            return
+        live = None
+        if snapshot is not None:
+            site.files.cache.put(path, snapshot)
+            if self.routes.bundle is not None:
+                self.routes.live_path = path
+            if frame is not None:
+                site.files.cache.put(history.path_of(frame), FileSnapshot(frame_key, snapshot.body, frame.time))
+            if history is not None:
+                history.set_live(live_id)
+                live = history.frame(live_id)
+        if live is not None:
+            site.hub.broadcast(json.dumps(dict(live.as_json(), type="frame")))
+        site.hub.broadcast(NEW_IMAGE_MESSAGE)
+        if snapshot is not None:
+            log.info("new image %s (%.1f MB), %d browsers", os.path.basename(path),
+                     len(snapshot.body) / 1e6, len(site.hub.clients))
+
+
 class ImageServer:
     """The image server of one web folder: START, STOP, notify, publish.
 
-    ``start()`` validates, publishes the assets, binds the port in the
-    caller's thread, runs the event loop in a thread named ``alsserve`` and
-    returns the displayed URL. Every other method may be called from any
-    thread; none waits on a browser.
+    ``start()`` validates everything, binds the port in the caller's thread,
+    then publishes (ALS mode) and runs the event loop in a thread named
+    ``alsserve``, and returns the displayed URL; a start that fails writes
+    nothing. Every other method may be called from any thread; none waits
+    on a browser.
+
+    ALS mode (the default): START publishes the viewer bundle and the
+    waiting image into the web folder, and data.json when there is none.
+    ``publish=False``: the folder is served as it is (ALS's facade: ALS
+    writes its own files). ``read_only=True`` (watch mode): nothing is ever
+    written into the web folder; the viewer is served from the bundle in
+    place, web_image.jpg stands for the image given to announce_image(),
+    and the history is kept outside the folder.
     """
 
     def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address="auto", assets_dir=None,
-                 publish=True, **site_options):
+                 publish=True, read_only=False, bind=DEFAULT_BIND, create_folder=False,
+                 history_frames=HISTORY_FRAMES, history_bytes=HISTORY_BYTES, history_dir=None,
+                 **site_options):
         self.web_folder = web_folder
         self.port = port
         self.address_preference = displayed_address
         self.assets_dir = assets_dir
-        self.publish = publish          # False for ALS's facade: ALS writes its own files
+        self.publish = publish and not read_only
+        self.read_only = read_only
+        self.bind = bind
+        self.create_folder = create_folder      # the command line's default folder
+        self.history_frames = history_frames
+        self.history_bytes = history_bytes
+        self.history_dir = history_dir
         self.site_options = site_options
         self.displayed_address = None
         self.access_limited = False
@@ -1897,6 +2381,9 @@ class ImageServer:
         self._loop = None
         self._thread = None
         self._site = None
+        self._announcer = None
+        self._routes = None
+        self._history = None
 
     @property
     def running(self):
@@ -1907,40 +2394,87 @@ class ImageServer:
         site = self._site
         return len(site.hub.clients) if site is not None else 0
 
+    @property
+    def history(self):
+        """The frames of the history, oldest first, as history.json lists them."""
+        history = self._history
+        return history.as_list() if history is not None else []
+
     # -- START -------------------------------------------------------------
 
     def start(self):
         with self._lock:
             if self.running:
                 return self.url
-            web_folder = check_web_folder(self.web_folder)
-            port = check_port(self.port)
-            parse_address_preference(self.address_preference)
-            assets_dir = self._assets_folder()
-            if self.publish and not os.path.isdir(assets_dir):
-                raise ValueError("assets folder %s does not exist" % assets_dir)
-            self.web_folder = web_folder
-            if self.publish:
-                publish_assets(assets_dir, web_folder)
-                if not os.path.exists(os.path.join(web_folder, IMAGE_NAME)):
-                    publish_waiting_image(web_folder, assets_dir)
-                if not os.path.exists(os.path.join(web_folder, METRICS_NAME)):
-                    write_metrics(web_folder, 0, 0)
-            sock = bind_listener(port)
-            self._start_thread(sock)
-            address = resolve_displayed_address(self.address_preference)
+            web_folder, assets_dir, history_dir = self._check()
+            sock = bind_listener(self.port, self.bind)
+            try:
+                self.web_folder = web_folder
+                routes = self._publish(assets_dir, history_dir)
+                self._start_thread(sock, routes, assets_dir)
+            except BaseException:
+                sock.close()
+                raise
+            address = displayed_address_for(self.address_preference, self.bind)
             self.displayed_address = address
             self.access_limited = ipaddress.IPv4Address(address).is_loopback
-            self.url = "http://%s:%d/" % (address, port)
+            self.url = "http://%s:%d/" % (address, self.port)
             if self.access_limited:
-                log.warning("image server access is limited to this machine: the displayed "
-                            "address %s is a loopback address", address)
-            log.info("serving %s at %s", web_folder, self.url)
+                log.warning("image server access is limited to this machine: the displayed address %s "
+                            "is a loopback address. Connect to a network (or start a hotspot), "
+                            "then restart", address)
+            log.debug("serving %s at %s", web_folder, self.url)
             return self.url
 
-    def _start_thread(self, sock):
+    def _check(self):
+        """Every setting checked before anything is bound or written."""
+        check_port(self.port)
+        check_bind_address(self.bind)
+        parse_address_preference(self.address_preference)
+        for name in ("history_frames", "history_bytes"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError("%s must be a non-negative integer, got %r" % (name, value))
+        web_folder = check_web_folder(self.web_folder, writable=not self.read_only,
+                                      may_create=self.create_folder)
+        assets_dir = self._assets_folder()
+        if (self.publish or self.read_only) and not os.path.isdir(assets_dir):
+            raise ValueError("assets folder %s does not exist" % assets_dir)
+        history_dir = None
+        if self.history_frames and self.history_bytes:
+            history_dir = os.path.abspath(self.history_dir) if self.history_dir else \
+                default_history_dir(web_folder) if self.read_only else \
+                os.path.join(web_folder, HISTORY_FOLDER)
+            if self.read_only and is_inside(history_dir, web_folder):
+                raise ValueError("the history of a watched folder must be kept outside it, not in %s"
+                                 % history_dir)
+        return web_folder, assets_dir, history_dir
+
+    def _publish(self, assets_dir, history_dir):
+        """After the bind: the folder's files (ALS mode) and the history."""
+        web_folder = self.web_folder
+        if self.create_folder:
+            os.makedirs(web_folder, exist_ok=True)
+        if self.publish:
+            publish_assets(assets_dir, web_folder)
+            if not os.path.exists(os.path.join(web_folder, IMAGE_NAME)):
+                publish_waiting_image(web_folder, assets_dir)
+            if not os.path.exists(os.path.join(web_folder, METRICS_NAME)):
+                write_metrics(web_folder, 0, 0)
+        history = None
+        if history_dir is not None:
+            history = History(history_dir, self.history_frames, self.history_bytes)
+            history.open()
+        self._history = history
+        if self.read_only:
+            return Routes(history, bundle_files(assets_dir), waiting_image_path(assets_dir))
+        return Routes(history)
+
+    def _start_thread(self, sock, routes, assets_dir):
         loop = asyncio.new_event_loop()
-        site = Site(self.web_folder, **self.site_options)
+        site = Site(self.web_folder, routes, **self.site_options)
+        waiting = waiting_image_path(assets_dir)
+        announcer = Announcer(site, routes, self.web_folder, read_file(waiting) if waiting else None)
         ready = threading.Event()
         failure = []
 
@@ -1972,17 +2506,39 @@ class ImageServer:
         thread.start()
         ready.wait()
         if failure:
-            sock.close()
             thread.join()
             raise failure[0]
-        self._loop, self._site, self._thread = loop, site, thread
-
+        self._loop, self._site, self._thread, self._announcer = loop, site, thread, announcer
+        self._routes = routes
 
     # -- while running -----------------------------------------------------
 
     def notify_browsers_about_new_image(self):
-        """Tell every browser to reload the image. Returns at once, from any thread."""
-        self.send_message_text(NEW_IMAGE_MESSAGE)
+        """Tell every browser to reload the image (after writing web_image.jpg
+        yourself). Returns at once, from any thread: the file is read once
+        and checked whole off the event loop, then announced."""
+        self.announce_image()
+
+    def announce_image(self, path=None):
+        """A new image is at path (default: the live image, web_image.jpg in
+        ALS mode): make it the live image and a history frame, then tell the
+        browsers. Returns at once, from any thread. Watch mode passes the
+        newest image of the folder."""
+        announcer, routes = self._announcer, self._routes
+        if announcer is None:
+            return
+        if path is None:
+            path = routes.live_path if routes.bundle is not None else None
+            path = path or os.path.join(self.web_folder, IMAGE_NAME)
+        elif not is_inside(path, self.web_folder):
+            raise ValueError("%s is not in the web folder %s" % (path, self.web_folder))
+        self._request(announcer, os.path.abspath(path))
+
+    def _request(self, announcer, path, data=None, key=None, keep=True):
+        try:
+            announcer.request(path, data, key, keep)
+        except RuntimeError:            # the loop closed in between: stopped
+            pass
 
     def send_message_text(self, text):
         site, loop = self._site, self._loop
@@ -1994,15 +2550,21 @@ class ImageServer:
             pass
 
     def publish_image(self, data_or_path):
-        """Atomically replace web_image.jpg (bytes or a JPEG file), then notify."""
+        """Atomically replace web_image.jpg (bytes or a JPEG file), then
+        announce it: browsers get it from memory, no disk read."""
         if isinstance(data_or_path, (bytes, bytearray, memoryview)):
             data = bytes(data_or_path)
         else:
-            with open(os.fspath(data_or_path), "rb") as f:
-                data = f.read()
+            data = read_file(os.fspath(data_or_path))
         check_jpeg(data)
-        atomic_write(os.path.join(self._folder(), IMAGE_NAME), data)
-        self.notify_browsers_about_new_image()
+        path = os.path.join(self._writable_folder(), IMAGE_NAME)
+        atomic_write(path, data)
+        self._announce_written(path, data)
+
+    def _announce_written(self, path, data, keep=True):
+        announcer = self._announcer
+        if announcer is not None:
+            self._request(announcer, path, data, stat_key(os.stat(path)), keep)
 
     def update_metrics(self, stack_size, total_exposure_seconds):
         """Atomically rewrite data.json. Browsers re-read it on the next notify."""
@@ -2012,16 +2574,22 @@ class ImageServer:
                 or not total_exposure_seconds >= 0 or total_exposure_seconds == float("inf"):
             raise ValueError("total exposure must be a non-negative number of seconds, got %r"
                              % (total_exposure_seconds,))
-        write_metrics(self._folder(), stack_size, total_exposure_seconds)
+        write_metrics(self._writable_folder(), stack_size, total_exposure_seconds)
 
     def reset_image(self):
-        """New session: the waiting image and zero metrics come back, then notify."""
-        folder = self._folder()
-        publish_waiting_image(folder, self._assets_folder())
+        """New session: the waiting image and zero metrics come back, a new
+        history starts, then notify."""
+        folder = self._writable_folder()
+        waiting = publish_waiting_image(folder, self._assets_folder())
         write_metrics(folder, 0, 0)
-        self.notify_browsers_about_new_image()
+        if self._history is not None:
+            self._history.new_session()
+        if waiting is not None:
+            self._announce_written(os.path.join(folder, IMAGE_NAME), waiting, keep=False)
 
-    def _folder(self):
+    def _writable_folder(self):
+        if self.read_only:
+            raise ValueError("this server only watches %s: it writes nothing into it" % self.web_folder)
         return check_web_folder(self.web_folder)
 
     def _assets_folder(self):
@@ -2046,7 +2614,7 @@ class ImageServer:
             finally:
                 loop.call_soon_threadsafe(loop.stop)
                 thread.join(10)
-                self._thread = self._loop = self._site = None
+                self._thread = self._loop = self._site = self._announcer = None
                 self.url = None
             log.info("image server stopped")
 
@@ -2058,30 +2626,65 @@ class ImageServer:
         self.stop()
 
 
+def als_port_preference():
+    """The port for ALS's facade when it is built without one: ALS's own
+    Port Number preference, read at each start as ALS 0.7 does, when
+    alsserve runs inside ALS (``als.config`` imports); else DEFAULT_PORT.
+    The only place that knows ALS: alsserve itself never needs it."""
+    try:
+        config = importlib.import_module("als.config")
+    except ImportError:
+        return DEFAULT_PORT
+    try:
+        return config.get_www_server_port_number()
+    except Exception as error:          # ALS's own error: say it, keep the default
+        log.warning("ALS port preference unreadable (%s); using port %d", error, DEFAULT_PORT)
+        return DEFAULT_PORT
+
+
 class Server:
     """ALS 0.7 drop-in: ``Server(static_path)`` serving a folder ALS fills
-    itself. ``start()`` blocks until ``stop()`` (a threading.Thread target)."""
+    itself. ``start()`` blocks until ``stop()`` (a threading.Thread target);
+    without a port it listens on ALS's port preference (als_port_preference).
+    A start that cannot bind logs why at ERROR and returns at once."""
 
-    def __init__(self, static_path, port=DEFAULT_PORT):
-        self._server = ImageServer(static_path, port=port, publish=False)
+    def __init__(self, static_path, port=None):
+        self.port = port
+        self._server = ImageServer(static_path, port=port or DEFAULT_PORT, publish=False)
         self._stopped = threading.Event()
+        self._failed = False
 
     def start(self):
+        server = self._server
+        server.port = self.port if self.port is not None else als_port_preference()
+        try:
+            server.start()
+        except (PortInUseError, ValueError, OSError) as error:
+            log.error("image server not started on port %s: %s", server.port, error)
+            self._failed = True         # the stop() that follows has nothing to stop
+            return
         # A stop() that comes before this thread runs still stops the server.
         try:
-            self._server.start()
             self._stopped.wait()
         finally:
-            self._server.stop()
+            server.stop()
             self._stopped.clear()
 
     def stop(self):
         self._server.stop()
-        self._stopped.set()
+        if self._failed:
+            self._failed = False
+        else:
+            self._stopped.set()
 
     def send_message(self, message):
-        """Send a dict as JSON text to every browser."""
-        self._server.send_message_text(json.dumps(message))
+        """Send a dict as JSON text to every browser. ALS's new_image is an
+        announcement: the image it just wrote is read once, kept in the
+        history, then announced."""
+        if message == {"type": "new_image"}:
+            self._server.notify_browsers_about_new_image()
+        else:
+            self._server.send_message_text(json.dumps(message))
 
 
 # =============================================================================

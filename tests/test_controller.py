@@ -58,6 +58,16 @@ def next_json(ws, timeout=5.0):
             raise ConnectionError("server closed the WebSocket")
 
 
+def next_announcement(ws, timeout=5.0):
+    """The next announcement: the frame message that precedes new_image
+    (None when the image is no history frame), and the new_image."""
+    message = next_json(ws, timeout)
+    frame = None
+    if message.get("type") == "frame":
+        frame, message = message, next_json(ws, timeout)
+    return frame, message
+
+
 class Browser(threading.Thread):
     """A raw WebSocket client in a thread, recording what it receives.
     With answer=True it answers the disconnect by sending Close, as ALS's
@@ -397,10 +407,15 @@ class PublishTest(ControllerCase):
                     argument = pathlib.Path(source)
             self.server.publish_image(argument)
             self.assertEqual(read(self.image_path), data)
-            self.assertEqual(next_json(ws), NEW_IMAGE)
+            frame, message = next_announcement(ws)
+            self.assertEqual(message, NEW_IMAGE)
+            self.assertEqual(http_get(self.server.port, "/" + frame["url"])[2], data)
             status, headers, body = http_get(self.server.port, "/web_image.jpg?timestamp=%d" % id(data))
             self.assertEqual((status, headers["content-type"], body), (200, "image/jpeg", data))
-        self.assertEqual(sorted(n for n in os.listdir(self.folder) if n.startswith(".")), [])
+        self.assertEqual(sorted(n for n in os.listdir(self.folder) if n.startswith(".")),
+                         [alsserve.HISTORY_FOLDER])
+        history = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
+        self.assertEqual([n for n in os.listdir(history) if n.endswith(".tmp")], [])
 
     def test_non_jpeg_is_refused_and_the_image_is_unchanged(self):
         good = make_jpeg(3000, b"g")
@@ -412,7 +427,14 @@ class PublishTest(ControllerCase):
         with self.assertRaises(OSError):
             self.server.publish_image(os.path.join(self.folder, "missing.jpg"))
         self.assertEqual(http_get(self.server.port, "/web_image.jpg")[2], good)
-        self.assertEqual([n for n in os.listdir(self.folder) if n.startswith(".")], [])
+        self.assertEqual([n for n in os.listdir(self.folder) if n.startswith(".")], [alsserve.HISTORY_FOLDER])
+        # Announcements keep their order: once the next good image is a
+        # frame, the refused ones would have been frames before it.
+        after = make_jpeg(3100, b"h")
+        self.server.publish_image(after)
+        self.assertTrue(wait_until(lambda: len(self.server.history) == 2), self.server.history)
+        frames = self.server.history
+        self.assertEqual([f["bytes"] for f in frames], [len(good), len(after)])
 
     def test_atomic_publish_never_exposes_a_partial_file(self):
         versions = [make_jpeg(30000 + 9000 * i, bytes([0x30 + i])) for i in range(5)]
@@ -489,9 +511,10 @@ class PublishTest(ControllerCase):
         self.assertTrue(wait_until(lambda: self.server.client_count == 1))
         self.server.publish_image(make_jpeg(2000, b"s"))
         self.server.update_metrics(40, 1200)
-        self.assertEqual(next_json(ws), NEW_IMAGE)
+        frame, message = next_announcement(ws)
+        self.assertEqual((frame["id"], message), (1, NEW_IMAGE))
         self.server.reset_image()
-        self.assertEqual(next_json(ws), NEW_IMAGE)
+        self.assertEqual(next_announcement(ws), (None, NEW_IMAGE))     # the waiting image is no frame
         waiting = read(os.path.join(ASSETS, "waiting.jpg"))
         self.assertEqual(read(self.image_path), waiting)
         self.assertEqual(http_get(self.server.port, "/web_image.jpg")[2], waiting)
@@ -717,14 +740,17 @@ class AlsFacadeTest(ControllerCase):
         self.assertTrue(self.thread.is_alive())
         self.assertEqual(http_get(self.port, "/")[2], self.als_files["index.html"])
         self.assertEqual(http_get(self.port, "/data.json")[2], self.als_files["data.json"])
-        self.assertEqual(sorted(os.listdir(self.folder)), sorted(self.als_files))
+        # Nothing of ALS's is touched; the one addition is the hidden history folder.
+        self.assertEqual(sorted(os.listdir(self.folder)), sorted(list(self.als_files) + [alsserve.HISTORY_FOLDER]))
+        for name, data in self.als_files.items():
+            self.assertEqual(read(os.path.join(self.folder, name)), data)
         began = time.monotonic()
         self.server.stop()
         self.thread.join(5)
         self.assertFalse(self.thread.is_alive())
         self.assertLess(time.monotonic() - began, 5)
         self.assertFalse(alsserve.is_port_in_use("0.0.0.0", self.port))
-        self.assertEqual(sorted(os.listdir(self.folder)), sorted(self.als_files))
+        self.assertEqual(sorted(os.listdir(self.folder)), sorted(list(self.als_files) + [alsserve.HISTORY_FOLDER]))
         for name, data in self.als_files.items():
             self.assertEqual(read(os.path.join(self.folder, name)), data)
 
