@@ -6,7 +6,9 @@ waits, publishing while browsers download, the displayed address, the ALS
 0.7 facade and interpreter exit with a running server.
 """
 import errno
+import http.client
 import json
+import logging
 import os
 import shutil
 import socket
@@ -786,6 +788,240 @@ class FacadeOrderTest(ControllerCase):
         self.addCleanup(thread.join, 5)
         self.addCleanup(server.stop)
         self.assertTrue(wait_until(lambda: server._server.running))
+
+
+class FakeAlsController:
+    """What ALS 0.7's Controller does with its web server (src/als/logic.py,
+    src/als/streams/output.py), with network.py reduced to
+    ``from alsserve import Server, get_host_ip, is_port_in_use``."""
+
+    als_files = {"index.html": b"<html>ALS</html>", "openseadragon.min.js": b"var OSD;",
+                 "favicon.ico": b"\0\0\1\0", "data.json": b'{"STACK_SIZE": 0, "EXPO": "0:00:00"}'}
+
+    def __init__(self, web_folder, windows=False):
+        self.web_folder = web_folder
+        self.windows = windows
+        self._web_server = alsserve.Server(web_folder)      # built once, without a port
+        self._server_thread = None
+
+    def start_www(self):
+        from als import config          # the test's fake ALS
+        ip, port = alsserve.get_host_ip(), config.get_www_server_port_number()
+        if alsserve.is_port_in_use(ip, port):
+            raise alsserve.PortInUseError()
+        for name, data in self.als_files.items():
+            with open(os.path.join(self.web_folder, name), "wb") as f:
+                f.write(data)
+        if self._server_thread is None:
+            self._server_thread = threading.Thread(target=self._web_server.start, name="WebServer")
+            self._server_thread.start()
+
+    def stop_www(self):
+        self._web_server.stop()
+        self._server_thread.join()
+        self._server_thread = None
+
+    def save_web_image(self, data):
+        """The Save module, then notify_browsers_about_new_image(), from ALS's saver thread."""
+        temporary = os.path.join(self.web_folder, "ALZweb_image.jpg")
+        target = os.path.join(self.web_folder, "web_image.jpg")
+        with open(temporary, "wb") as f:
+            f.write(data)
+        if self.windows and os.path.exists(target):
+            os.remove(target)           # ALS on Windows: briefly no web_image.jpg at all
+        os.rename(temporary, target)
+        self._web_server.send_message({"type": "new_image"})
+
+
+class AlsDropInTest(ControllerCase):
+    """The facade driven exactly as ALS drives it, with a fake als.config."""
+
+    def setUp(self):
+        package = self.make_folder()
+        os.makedirs(os.path.join(package, "als"))
+        with open(os.path.join(package, "als", "__init__.py"), "w") as f:
+            f.write("")
+        with open(os.path.join(package, "als", "config.py"), "w") as f:
+            f.write("PORT = 8000\n\ndef get_www_server_port_number():\n    return PORT\n")
+        sys.path.insert(0, package)
+        self.addCleanup(sys.path.remove, package)
+        self.addCleanup(lambda: [sys.modules.pop(name, None) for name in ("als", "als.config")])
+        import als.config
+        self.config = als.config
+        self.folder = self.make_folder()
+
+    def accepting(self, port):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def test_the_port_preference_is_read_at_each_start(self):
+        controller = FakeAlsController(self.folder)
+        for round_ in range(2):
+            port = free_port()
+            self.config.PORT = port     # the preferences dialog, while the server is stopped
+            controller.start_www()
+            self.addCleanup(lambda: controller._server_thread and controller.stop_www())
+            self.assertTrue(wait_until(lambda: self.accepting(port)), "not listening on %d" % port)
+            self.assertEqual(http_get(port, "/")[2], b"<html>ALS</html>")
+            browser = self.browser(alsserve_like(port), answer=True)
+            self.assertTrue(wait_until(lambda: controller._web_server._server.client_count == 1))
+            image = make_jpeg(5000 + round_, bytes([round_ + 1]))
+            saver = threading.Thread(target=controller.save_web_image, args=(image,), name="saver")
+            saver.start()
+            saver.join(5)
+            self.assertTrue(wait_until(lambda: NEW_IMAGE in browser.messages), browser.messages)
+            self.assertEqual(http_get(port, "/web_image.jpg?timestamp=1")[2], image)
+            controller.stop_www()
+            browser.join(5)
+            self.assertEqual(browser.messages[-1], DISCONNECT)
+            self.assertFalse(self.accepting(port))
+        self.assertFalse(any(t.name == "WebServer" for t in threading.enumerate()))
+
+    def test_an_explicit_port_wins_and_without_als_the_default_is_8000(self):
+        self.config.PORT = free_port()
+        port = free_port()
+        server = alsserve.Server(self.folder, port)
+        thread = threading.Thread(target=server.start)
+        thread.start()
+        self.addCleanup(thread.join, 5)
+        self.addCleanup(server.stop)
+        self.assertTrue(wait_until(lambda: self.accepting(port)))
+        self.assertFalse(self.accepting(self.config.PORT))
+        self.assertEqual(alsserve.als_port_preference(), self.config.PORT)
+        with mock.patch.dict(sys.modules, {"als.config": None}):       # not inside ALS
+            self.assertEqual(alsserve.als_port_preference(), 8000)
+
+    def test_a_failed_bind_is_logged_and_ends_the_thread(self):
+        for host in ("0.0.0.0", "127.0.0.1"):
+            with self.subTest(other_server_on=host):
+                port = free_port()
+                other = socket.socket()
+                self.addCleanup(other.close)
+                other.bind((host, port))
+                other.listen(1)
+                self.config.PORT = port
+                # ALS's own check agrees with the bind the facade will do.
+                self.assertTrue(alsserve.is_port_in_use(alsserve.get_host_ip(), port))
+                with self.assertRaises(alsserve.PortInUseError):
+                    FakeAlsController(self.folder).start_www()
+                # Had the port been taken just after ALS's check:
+                server = alsserve.Server(self.folder)
+                thread = threading.Thread(target=server.start, name="WebServer")
+                with self.assertLogs("alsserve", logging.ERROR) as logged:
+                    began = time.monotonic()
+                    thread.start()
+                    thread.join(5)
+                self.assertFalse(thread.is_alive())
+                self.assertLess(time.monotonic() - began, 1.0)
+                self.assertIn(str(port), logged.output[0])
+                self.assertIn("in use", logged.output[0].lower())
+                server.stop()           # ALS's stop_www() after all: harmless
+                other.close()
+                # And the next START works.
+                thread = threading.Thread(target=server.start, name="WebServer")
+                thread.start()
+                self.assertTrue(wait_until(lambda: self.accepting(port)))
+                server.stop()
+                thread.join(5)
+                self.assertFalse(thread.is_alive())
+
+    def test_another_address_of_the_same_port_is_seen_by_the_check(self):
+        # ALS checks its host address; another server listens on another
+        # local address of the same port; the facade binds 0.0.0.0.
+        try:
+            probe = socket.socket()
+            probe.bind(("127.0.0.2", 0))
+            probe.close()
+        except OSError:
+            self.skipTest("no 127.0.0.2 on this system")
+        port = free_port()
+        other = socket.socket()
+        self.addCleanup(other.close)
+        other.bind(("127.0.0.1", port))
+        other.listen(1)
+        self.assertTrue(alsserve.is_port_in_use("127.0.0.2", port))
+        with self.assertRaises(alsserve.PortInUseError):
+            alsserve.bind_listener(port).close()
+        other.close()
+        self.assertFalse(alsserve.is_port_in_use("127.0.0.2", port))
+
+    def test_remove_then_rename_never_gives_a_404_or_a_torn_image(self):
+        port = free_port()
+        self.config.PORT = port
+        controller = FakeAlsController(self.folder, windows=True)
+        controller.save_web_image(make_jpeg(200 * 1024, b"\x10"))       # before START, as a restart
+        controller.start_www()
+        self.addCleanup(controller.stop_www)
+        self.assertTrue(wait_until(lambda: self.accepting(port)))
+        versions = [make_jpeg(200 * 1024 + 37 * i, bytes([0x10 + i])) for i in range(8)]
+        stop, results, errors = threading.Event(), [], []
+
+        def saver():
+            i = 0
+            while not stop.is_set():
+                controller.save_web_image(versions[i % len(versions)])
+                i += 1
+                time.sleep(0.005)
+
+        def downloader(count):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                for n in range(count):
+                    conn.request("GET", "/web_image.jpg?timestamp=%d" % n)
+                    response = conn.getresponse()
+                    results.append((response.status, response.read()))
+                conn.close()
+            except Exception as error:  # reported below
+                errors.append(error)
+
+        writer = threading.Thread(target=saver)
+        writer.start()
+        readers = [threading.Thread(target=downloader, args=(125,)) for _ in range(8)]
+        for thread in readers:
+            thread.start()
+        for thread in readers:
+            thread.join(60)
+        stop.set()
+        writer.join(10)
+        self.assertEqual(errors, [])
+        self.assertEqual(len(results), 1000)
+        bad = [(status, len(body)) for status, body in results if status != 200 or body not in versions]
+        self.assertEqual(bad, [], "non-200 or torn answers")
+
+    def test_the_temporary_file_is_never_served_torn(self):
+        port = free_port()
+        self.config.PORT = port
+        controller = FakeAlsController(self.folder)
+        controller.start_www()
+        self.addCleanup(controller.stop_www)
+        self.assertTrue(wait_until(lambda: self.accepting(port)))
+        data = make_jpeg(400 * 1024, b"\x77")
+        temporary = os.path.join(self.folder, "ALZweb_image.jpg")
+        results = []
+
+        def slow_writer():
+            with open(temporary, "wb") as f:
+                for offset in range(0, len(data), 16 * 1024):
+                    f.write(data[offset:offset + 16 * 1024])
+                    f.flush()
+                    time.sleep(0.01)
+
+        writer = threading.Thread(target=slow_writer)
+        writer.start()
+        while writer.is_alive():
+            results.append(http_get(port, "/ALZweb_image.jpg")[::2])
+        writer.join()
+        served = [body for status, body in results if status == 200]
+        self.assertTrue(all(body == data for body in served), [len(b) for b in served])
+        self.assertTrue(all(status in (200, 404, 503) for status, _ in results))
+
+
+def alsserve_like(port):
+    """A stand-in with the .port a ControllerCase browser needs."""
+    return types.SimpleNamespace(port=port)
 
 
 class NothingAfterDisconnectTest(ControllerCase):
