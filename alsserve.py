@@ -40,6 +40,7 @@ import codecs
 import collections
 import email.utils
 import enum
+import fnmatch
 import errno
 import hashlib
 import importlib
@@ -64,7 +65,7 @@ __version__ = "1.0.0"
 
 __all__ = [
     "PortInUseError", "WebServerOnLoopback", "HTTPError", "WebSocketProtocolError",
-    "ImageServer", "list_ipv4_addresses", "resolve_displayed_address",
+    "ImageServer", "list_ipv4_addresses", "describe_ipv4_addresses", "resolve_displayed_address",
     "Server", "get_host_ip", "is_port_in_use", "main",
 ]
 
@@ -1098,7 +1099,9 @@ class StaticFiles:
 
     async def _snapshot(self, path, segments):
         """The copy of a file to serve (body None: stream it from disk),
-        looked up in the web folder by segments, or our own path."""
+        looked up in the web folder by segments, or our own path. A file
+        missing now (or since the lookup) is served from its last copy for
+        a moment (FileCache.vanished)."""
         try:
             if segments is not None:
                 path, st = self.lookup(segments)
@@ -1109,17 +1112,17 @@ class StaticFiles:
                     raise HTTPError(404, "not found") from None
                 if not stat.S_ISREG(st.st_mode):
                     raise HTTPError(404, "not a file")
-        except HTTPError:
-            entry = self.cache.vanished(path, time.monotonic())
+            if st.st_size > self.cache.file_limit:
+                return FileSnapshot(stat_key(st), None, st.st_mtime)
+            try:
+                return await self.cache.get(path, st)
+            except OSError:             # removed or unreadable since the lookup
+                raise HTTPError(404, "not found") from None
+        except HTTPError as error:
+            entry = self.cache.vanished(path, time.monotonic()) if error.status == 404 else None
             if entry is None:
                 raise
             return entry
-        if st.st_size > self.cache.file_limit:
-            return FileSnapshot(stat_key(st), None, st.st_mtime)
-        try:
-            return await self.cache.get(path, st)
-        except OSError:                 # removed or unreadable since the lookup
-            raise HTTPError(404, "not found") from None
 
     async def reply(self, request):
         """The FileReply for a GET or HEAD of a file, or HTTPError."""
@@ -2078,10 +2081,22 @@ def _address_rank(address, interface, default_route):
     return 1 if ip.is_private else 2
 
 
-def list_ipv4_addresses():
-    """Local IPv4 addresses, best first for a phone on the same network:
-    the default route's, then private ones, public ones, virtual bridges,
-    link-local, loopback last."""
+# What each rank of _address_rank means to the user, for --list-addresses.
+ADDRESS_KINDS = {
+    0: "default route",
+    1: "private network without the default route (a hotspot or a local-only network)",
+    2: "public address",
+    4: "virtual bridge (phones cannot reach it)",
+    5: "link-local (no DHCP server answered)",
+    6: "loopback (this machine only)",
+}
+
+
+def describe_ipv4_addresses():
+    """(address, interface name, what it is) of each local IPv4 address,
+    best first for a phone on the same network: the default route's, then
+    private ones, public ones, virtual bridges, link-local, loopback last.
+    The interface name is "" where the OS does not tell (Windows)."""
     probes = [_route_probe(target) for target in ROUTE_PROBE_TARGETS]
     default_route = probes[0]
     candidates = [(a, "") for a in probes if a] + _interface_addresses() + [("127.0.0.1", "lo")]
@@ -2092,7 +2107,14 @@ def list_ipv4_addresses():
         if interface or address not in names:
             names[address] = interface or names.get(address, "")
     order = {address: i for i, address in enumerate(names)}
-    return sorted(names, key=lambda a: (_address_rank(a, names[a], default_route), order[a]))
+    ranks = {address: _address_rank(address, names[address], default_route) for address in names}
+    best = sorted(names, key=lambda a: (ranks[a], order[a]))
+    return [(address, names[address], ADDRESS_KINDS[ranks[address]]) for address in best]
+
+
+def list_ipv4_addresses():
+    """Local IPv4 addresses, best first (see describe_ipv4_addresses)."""
+    return [address for address, _interface, _kind in describe_ipv4_addresses()]
 
 
 def parse_address_preference(preference):
@@ -2354,14 +2376,15 @@ class ImageServer:
     ``publish=False``: the folder is served as it is (ALS's facade: ALS
     writes its own files). ``read_only=True`` (watch mode): nothing is ever
     written into the web folder; the viewer is served from the bundle in
-    place, web_image.jpg stands for the image given to announce_image(),
-    and the history is kept outside the folder.
+    place, web_image.jpg stands for ``live_image`` (a file of the folder)
+    and then for each image given to announce_image(), the waiting image
+    until there is one; the history is kept outside the folder.
     """
 
     def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address="auto", assets_dir=None,
                  publish=True, read_only=False, bind=DEFAULT_BIND, create_folder=False,
                  history_frames=HISTORY_FRAMES, history_bytes=HISTORY_BYTES, history_dir=None,
-                 **site_options):
+                 live_image=None, **site_options):
         self.web_folder = web_folder
         self.port = port
         self.address_preference = displayed_address
@@ -2373,6 +2396,7 @@ class ImageServer:
         self.history_frames = history_frames
         self.history_bytes = history_bytes
         self.history_dir = history_dir
+        self.live_image = live_image
         self.site_options = site_options
         self.displayed_address = None
         self.access_limited = False
@@ -2393,6 +2417,14 @@ class ImageServer:
     def client_count(self):
         site = self._site
         return len(site.hub.clients) if site is not None else 0
+
+    @property
+    def browser_counts(self):
+        """(connected now, joined since start, left since start)."""
+        site = self._site
+        if site is None:
+            return 0, 0, 0
+        return len(site.hub.clients), site.hub.joined, site.hub.left
 
     @property
     def history(self):
@@ -2467,7 +2499,9 @@ class ImageServer:
             history.open()
         self._history = history
         if self.read_only:
-            return Routes(history, bundle_files(assets_dir), waiting_image_path(assets_dir))
+            live = self.live_image if self.live_image and is_inside(self.live_image, web_folder) \
+                else waiting_image_path(assets_dir)
+            return Routes(history, bundle_files(assets_dir), live)
         return Routes(history)
 
     def _start_thread(self, sock, routes, assets_dir):
@@ -2616,7 +2650,7 @@ class ImageServer:
                 thread.join(10)
                 self._thread = self._loop = self._site = self._announcer = None
                 self.url = None
-            log.info("image server stopped")
+            log.debug("image server stopped")
 
     def __enter__(self):
         self.start()
@@ -2692,61 +2726,106 @@ class Server:
 # =============================================================================
 
 WATCH_INTERVAL = 0.25           # seconds between polls of the watched files
-WATCH_UNSTABLE_ACCEPT = 2.0     # a changed file without EOI is accepted once this still
+WATCH_UNSTABLE_ACCEPT = 2.0     # a changed image without its end marker is accepted once this still
 DEMO_INTERVAL = 3.0             # seconds between demo frames
 DEMO_EXPOSURE = 30              # seconds of exposure per demo frame
+BROWSER_SUMMARY_INTERVAL = 2.0  # at most one "browsers:" line this often
+DEFAULT_WEB_FOLDER = "alsserve-web"     # in the current folder: ALS mode, created if missing
+
+
+def has_end_marker(path, size, content_type):
+    """The last bytes of a JPEG (EOI) or PNG (IEND chunk) are in place."""
+    marker = PNG_END if content_type == "image/png" else b"\xff\xd9"
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, size - len(marker)))
+            return f.read(len(marker)) == marker
+    except OSError:
+        return False
 
 
 class FolderWatcher:
-    """Polls web_image.jpg and data.json (one stat each) and reports a change
-    once the new file is complete: the same stat across two polls and, for
-    the JPEG, its EOI marker at the end (or still for a couple of seconds)."""
+    """Follows the newest complete image matching a pattern in a folder
+    (JPEG or PNG), and its data.json. Each poll costs one listing of the
+    folder and a stat per match. An image counts once it is complete: the
+    same stat across two polls and its end marker in place (or unchanged for
+    WATCH_UNSTABLE_ACCEPT). Only an image at least as new as the last one
+    counts; older matches are never touched."""
 
-    def __init__(self, folder, names=(IMAGE_NAME, METRICS_NAME)):
+    def __init__(self, folder, pattern=IMAGE_NAME):
         self.folder = folder
-        self.names = names
-        self.known = {}
-        self.candidates = {}            # name -> (key, first seen at)
+        self.pattern = pattern
+        self.image = None               # (path, key) of the image announced last
+        self.candidate = None           # ((path, key), first seen at)
+        self.metrics_candidate = None
         self.acknowledge()
 
-    def _key(self, name):
+    def acknowledge(self):
+        """Take what is in the folder now as known (at start, and after we
+        published into it ourselves); return the newest complete image."""
+        self.metrics = self._metrics_key()
+        self.candidate = self.metrics_candidate = None
+        return self.newest_complete()
+
+    def _matches(self):
+        """(mtime_ns, name, path, key) of each image matching the pattern."""
+        found = []
         try:
-            return stat_key(os.stat(os.path.join(self.folder, name)))
+            entries = list(os.scandir(self.folder))
+        except OSError:
+            return found
+        for entry in entries:
+            name = entry.name
+            if name.startswith(".") or not fnmatch.fnmatch(name, self.pattern) \
+                    or content_type_for(name) not in ("image/jpeg", "image/png"):
+                continue
+            try:
+                st = entry.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((st.st_mtime_ns, name, entry.path, stat_key(st)))
+        return found
+
+    def _metrics_key(self):
+        try:
+            return stat_key(os.stat(os.path.join(self.folder, METRICS_NAME)))
         except OSError:
             return None
 
-    def acknowledge(self):
-        """Take the current files as known (after publishing them ourselves)."""
-        self.known = {name: self._key(name) for name in self.names}
-        self.candidates.clear()
-
-    def _complete(self, name, key, since, now):
-        if content_type_for(name) != "image/jpeg" or now - since >= WATCH_UNSTABLE_ACCEPT:
-            return True
-        try:
-            with open(os.path.join(self.folder, name), "rb") as f:
-                f.seek(max(0, key[1] - 2))
-                return f.read(2) == b"\xff\xd9"
-        except OSError:
-            return False
+    def newest_complete(self):
+        """The newest matching image that is complete now (no two polls to
+        wait for: what a start shows first), or None."""
+        for _mtime, name, path, key in sorted(self._matches(), reverse=True):
+            if has_end_marker(path, key[1], content_type_for(name)):
+                self.image = (path, key)
+                return path
+        return None
 
     def poll(self, now=None):
-        """True when at least one watched file finished changing since the last poll."""
+        """(path of a new complete image or None, whether data.json changed)."""
         now = time.monotonic() if now is None else now
-        changed = False
-        for name in self.names:
-            key = self._key(name)
-            if key == self.known[name]:
-                self.candidates.pop(name, None)
-                continue
-            candidate = self.candidates.get(name)
-            if candidate is None or candidate[0] != key:
-                self.candidates[name] = (key, now)
-            elif key is not None and self._complete(name, key, candidate[1], now):
-                self.known[name] = key
-                del self.candidates[name]
-                changed = True
-        return changed
+        matches = self._matches()
+        new_image = None
+        if matches:
+            mtime, name, path, key = max(matches)
+            current = (path, key)
+            if current == self.image or (self.image is not None and mtime < self.image[1][2]):
+                self.candidate = None
+            elif self.candidate is None or self.candidate[0] != current:
+                self.candidate = (current, now)
+            elif has_end_marker(path, key[1], content_type_for(name)) \
+                    or now - self.candidate[1] >= WATCH_UNSTABLE_ACCEPT:
+                self.image, self.candidate, new_image = current, None, path
+        metrics = self._metrics_key()
+        metrics_changed = False
+        if metrics == self.metrics:
+            self.metrics_candidate = None
+        elif self.metrics_candidate != metrics:
+            self.metrics_candidate = metrics
+        else:
+            self.metrics, self.metrics_candidate, metrics_changed = metrics, None, True
+        return new_image, metrics_changed
 
 
 class DemoSession:
@@ -2788,44 +2867,83 @@ class _ArgumentParser(argparse.ArgumentParser):
 def build_argument_parser():
     parser = _ArgumentParser(
         prog="python -m alsserve",
-        description="Publish a live astronomy image on the local network. Browsers on "
-                    "phones and tablets open the printed address and see web_image.jpg "
-                    "refresh by itself each time it changes.",
+        description="Publish a live astronomy image on the local network: phones and tablets "
+                    "open the printed address and see the image refresh by itself each time "
+                    "a new one is saved. Two ways to run. Watch mode (-d DIR): another program "
+                    "(ALS, an all-sky camera, ...) saves images into DIR; alsserve follows the "
+                    "newest one and writes nothing at all into DIR: the viewer is served from "
+                    "its own bundle, the image and data.json from DIR. ALS mode (no -d, or "
+                    "--demo): alsserve publishes the viewer, the waiting image and data.json "
+                    "into ./%s (created if missing), as ALS does." % DEFAULT_WEB_FOLDER,
         epilog="Examples: 'python -m alsserve --demo' to try it; 'python -m alsserve -d "
-               "~/als/web' next to ALS, Siril, SharpCap or any program that saves "
-               "web_image.jpg into a folder.")
-    parser.add_argument("-d", "--web-folder", metavar="DIR", default=None,
-                        help="folder to serve, where web_image.jpg and data.json live "
-                             "(default: ./alsserve-web, created if missing)")
-    parser.add_argument("-p", "--port", type=int, default=DEFAULT_PORT, metavar="N",
+               "~/als/web' next to ALS; 'python -m alsserve -d ~/allsky/tmp --image image.jpg "
+               "8080' next to an all-sky camera; 'python -m alsserve -d ~/stacks --image "
+               "\"stack_image-*.jpg\"' to follow numbered files.")
+    parser.add_argument("port_argument", nargs="?", type=int, metavar="port",
+                        help="TCP port, as for python -m http.server (same as -p)")
+    parser.add_argument("-d", "--web-folder", "--directory", dest="web_folder", metavar="DIR",
+                        default=None,
+                        help="watch mode: the folder another program saves its images into; "
+                             "nothing is written into it (default: ALS mode in ./%s)"
+                             % DEFAULT_WEB_FOLDER)
+    parser.add_argument("--image", metavar="PATTERN", default=IMAGE_NAME,
+                        help="watch mode: follow the newest complete JPEG or PNG whose name "
+                             "matches PATTERN, e.g. 'Stack_*.jpg' or '*.png' (quote it); it is "
+                             "what browsers get as the live image (default: %s)" % IMAGE_NAME)
+    parser.add_argument("-p", "--port", type=int, default=None, metavar="N",
                         help="TCP port, %d-%d (default: %d)" % (PORT_RANGE + (DEFAULT_PORT,)))
+    parser.add_argument("-b", "--bind", default=DEFAULT_BIND, metavar="ADDRESS",
+                        help="IPv4 address to listen on: 0.0.0.0 for every network of this "
+                             "machine, or one address, e.g. the hotspot's or 127.0.0.1 "
+                             "(default: %s)" % DEFAULT_BIND)
     parser.add_argument("--address", default="auto", metavar="auto|ip:A",
                         help="address shown to users: 'auto' picks the best network "
                              "address, 'ip:192.168.1.10' forces one (default: auto)")
     parser.add_argument("--assets", metavar="DIR", default=None,
-                        help="viewer bundle to publish (default: the assets folder next to alsserve.py)")
-    _add_switch(parser, "watch", True, "notify browsers when another program rewrites "
-                                       "web_image.jpg or data.json (default: on; --no-watch: off)")
+                        help="viewer bundle (default: the assets folder next to alsserve.py)")
+    history = parser.add_mutually_exclusive_group()
+    history.add_argument("--history", type=int, default=HISTORY_FRAMES, metavar="N",
+                         help="keep the last N images for the viewer's timeline (default: %d; "
+                              "watch mode keeps them in the user's cache folder)" % HISTORY_FRAMES)
+    history.add_argument("--no-history", dest="history", action="store_const", const=0,
+                         help="keep no history")
+    _add_switch(parser, "watch", True, "follow new images and data.json in the folder "
+                                       "(default: on; --no-watch: off)")
     parser.add_argument("--demo", action="store_true",
-                        help="publish a built-in star field that gets deeper every few seconds")
+                        help="ALS mode with a built-in star field that gets deeper every few seconds")
     _add_switch(parser, "qr", None, "draw a QR code of the address in the terminal "
                                     "(default: on when the output is a terminal; --no-qr: off)")
     parser.add_argument("--demo-interval", type=float, default=DEMO_INTERVAL, help=argparse.SUPPRESS)
     parser.add_argument("--list-addresses", action="store_true",
                         help="print this machine's IPv4 addresses, best first, and exit")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no request log")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug log and tracebacks")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings only")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="also every request, debug messages and tracebacks")
     parser.add_argument("--version", action="version", version="alsserve " + __version__)
     return parser
 
 
 def _configure_logging(quiet, verbose):
+    """Default: new images, browsers, warnings. -q: warnings. -v: everything."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(_CommandLineFormatter())
     log.addHandler(handler)
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    access_log.setLevel(logging.INFO if verbose else logging.WARNING)
     log.propagate = False
     return handler
+
+
+class _CommandLineFormatter(logging.Formatter):
+    """HH:MM:SS and the message; the level only when it is not INFO."""
+
+    def __init__(self):
+        super().__init__("%(asctime)s %(message)s", "%H:%M:%S")
+
+    def formatMessage(self, record):
+        if record.levelno != logging.INFO:
+            record.message = "%s: %s" % (record.levelname, record.message)
+        return super().formatMessage(record)
 
 
 # -- terminal QR code ----------------------------------------------------------
@@ -3022,38 +3140,100 @@ def qr_matrix(text, mask=None):
     return min((masked(mk) for mk in range(8)), key=_qr_penalty)  # first lowest
 
 
-def qr_to_terminal(text, quiet=2):
-    """The code in Unicode half blocks, two module rows per line, inverted
-    for a dark-background terminal: light modules and the quiet zone are
-    drawn as blocks, dark modules are left blank."""
+def qr_to_terminal(text, quiet=2, colours=True):
+    """The code in Unicode half blocks, two module rows per line.
+
+    colours=True: each line sets explicit colours first (xterm 256-colour
+    black 16 for dark modules, white 231 for light ones and the quiet zone:
+    themes leave those alone), so the code reads the same on dark and light
+    terminals, in a pipe or a log. colours=False (a console without escape
+    sequences): inverted for a dark background, light modules and the quiet
+    zone drawn as blocks, dark ones left blank."""
     m = qr_matrix(text)
     width = len(m) + 2 * quiet
     pad = [False] * quiet
     rows = [[False] * width] * quiet + [pad + row + pad for row in m] + [[False] * width] * quiet
-    rows.append([True] * width)  # blank lower half if the row count is odd
-    chars = {(False, False): "\u2588", (False, True): "\u2580",
-             (True, False): "\u2584", (True, True): " "}
-    return "\n".join("".join(chars[top[i], bottom[i]] for i in range(width))
+    # The lower half of an odd last row: light in colour, blank on a dark terminal.
+    rows.append([not colours] * width)
+    if colours:                         # blocks draw dark modules on a light background
+        chars = {(True, True): "\u2588", (True, False): "\u2580",
+                 (False, True): "\u2584", (False, False): " "}
+        start, end = "\x1b[38;5;16;48;5;231m", "\x1b[0m"
+    else:                               # blocks draw light modules on the terminal's dark
+        chars = {(False, False): "\u2588", (False, True): "\u2580",
+                 (True, False): "\u2584", (True, True): " "}
+        start, end = "", ""
+    return "\n".join(start + "".join(chars[top[i], bottom[i]] for i in range(width)) + end
                      for top, bottom in zip(rows[0::2], rows[1::2]))
 
 
-def startup_block(server, qr):
-    """The lines printed at start: folder, addresses, warnings, QR code."""
+def terminal_has_colours(stream=None):
+    """Whether escape sequences reach the screen as colours. POSIX
+    terminals, pipes and logs: yes. A Windows console: once virtual
+    terminal processing is switched on (Windows 10 and later)."""
+    if os.name != "nt":
+        return True
+    stream = stream or sys.stdout
+    if not stream.isatty():
+        return True
+    try:
+        import ctypes
+        kernel32 = ctypes.windll.kernel32
+        handle = kernel32.GetStdHandle(-11)             # STD_OUTPUT_HANDLE
+        mode = ctypes.c_uint32()
+        if not kernel32.GetConsoleMode(handle, ctypes.byref(mode)):
+            return False
+        return bool(kernel32.SetConsoleMode(handle, mode.value | 0x0004))   # ENABLE_VIRTUAL_TERMINAL_PROCESSING
+    except (AttributeError, OSError, ImportError):
+        return False
+
+
+def startup_block(server, qr, watching=None):
+    """The lines printed at start: folder, addresses, QR code. (A warning
+    such as limited access is logged once, on stderr.)"""
     port = server.port
+    mode = "watch mode, nothing is written into it" if server.read_only else "ALS mode"
     lines = ["alsserve %s - live image server" % __version__,
-             "  Web folder: %s" % server.web_folder,
-             "  Open:       %s" % server.url]
-    others = [a for a in list_ipv4_addresses() if a != server.displayed_address]
-    for address in others:
-        lines.append("  Also:       http://%s:%d/" % (address, port))
-    if server.access_limited:
-        lines.append("  WARNING: access is limited to this machine: no network address found. "
-                     "Connect to a network (or start a hotspot), then restart.")
+             "  Web folder: %s (%s)" % (server.web_folder, mode)]
+    if watching:
+        lines.append("  Image:      newest %s" % watching)
+    lines.append("  Open:       %s" % server.url)
+    if server.bind == DEFAULT_BIND:
+        for address in list_ipv4_addresses():
+            if address != server.displayed_address:
+                lines.append("  Also:       http://%s:%d/" % (address, port))
     if qr:
         lines.append("")
-        lines.extend("  " + row for row in qr_to_terminal(server.url).splitlines())
+        lines.extend("  " + row for row in qr_to_terminal(server.url, colours=terminal_has_colours()).splitlines())
     lines.append("")
     return "\n".join(lines)
+
+
+def print_addresses():
+    rows = describe_ipv4_addresses()
+    width = max([len(address) for address, _, _ in rows] + [7])
+    names = max([len(name or "-") for _, name, _ in rows] + [9])
+    print("%-*s  %-*s  %s" % (width, "ADDRESS", names, "INTERFACE", "WHAT IT IS"))
+    for address, name, kind in rows:
+        print("%-*s  %-*s  %s" % (width, address, names, name or "-", kind))
+
+
+class BrowserSummary:
+    """One line when browsers came or went, at most every few seconds."""
+
+    def __init__(self, server):
+        self.server = server
+        self.shown = (0, 0, 0)
+        self.at = 0.0
+
+    def poll(self, now):
+        counts = self.server.browser_counts
+        if counts == self.shown or now - self.at < BROWSER_SUMMARY_INTERVAL:
+            return
+        connected, joined, left = counts
+        log.info("browsers: %d connected (%d joined, %d left)", connected,
+                 joined - self.shown[1], left - self.shown[2])
+        self.shown, self.at = counts, now
 
 
 def main(argv=None):
@@ -3071,38 +3251,64 @@ def main(argv=None):
         log.removeHandler(handler)
 
 
+def _server_from_arguments(args):
+    """The ImageServer the options describe, or ValueError."""
+    if args.port_argument is not None and args.port is not None and args.port_argument != args.port:
+        raise ValueError("two different ports: %d and -p %d" % (args.port_argument, args.port))
+    port = args.port if args.port is not None else args.port_argument
+    port = DEFAULT_PORT if port is None else port
+    default_folder = os.path.join(os.getcwd(), DEFAULT_WEB_FOLDER)
+    watch_mode = args.web_folder is not None and not args.demo \
+        and os.path.abspath(args.web_folder) != default_folder
+    if args.image != IMAGE_NAME and not watch_mode:
+        raise ValueError("--image follows the images of a watched folder: give it with -d DIR")
+    if args.history < 0:
+        raise ValueError("--history must be 0 or more, got %d" % args.history)
+    return ImageServer(args.web_folder or default_folder, port=port, displayed_address=args.address,
+                       assets_dir=os.path.abspath(args.assets or DEFAULT_ASSETS_DIR),
+                       read_only=watch_mode, bind=args.bind, create_folder=args.web_folder is None,
+                       history_frames=args.history)
+
+
 def _run(args):
     if args.list_addresses:
-        for address in list_ipv4_addresses():
-            print(address)
+        print_addresses()
         return 0
-    check_port(args.port)
-    web_folder = args.web_folder or os.path.join(os.getcwd(), "alsserve-web")
-    if args.web_folder is None:
-        os.makedirs(web_folder, exist_ok=True)
-    assets_dir = os.path.abspath(args.assets or DEFAULT_ASSETS_DIR)
-    server = ImageServer(web_folder, port=args.port, displayed_address=args.address,
-                         assets_dir=assets_dir)
-    demo = DemoSession(server, assets_dir) if args.demo else None
+    server = _server_from_arguments(args)
+    demo = DemoSession(server, server._assets_folder()) if args.demo else None
     stop = threading.Event()
     previous_handlers = _install_signal_handlers(stop)
     try:
+        # What the folder holds now is the first live image (watch mode).
+        watcher = FolderWatcher(server.web_folder, args.image) if args.watch or server.read_only else None
+        first = watcher.image[0] if watcher is not None and watcher.image else None
+        server.live_image = first
         server.start()
         qr = sys.stdout.isatty() if args.qr is None else args.qr
-        print(startup_block(server, qr), flush=True)
+        print(startup_block(server, qr, args.image if server.read_only else None), flush=True)
         print("Serving. Press Ctrl-C to stop.", flush=True)
-        watcher = FolderWatcher(server.web_folder) if args.watch else None
+        if server.read_only:
+            if first is not None:
+                server.announce_image(first)        # a history frame, unless it is the last one
+            if not args.watch:
+                watcher = None
+        summary = BrowserSummary(server)
         next_demo = time.monotonic()
         while not stop.is_set():
-            if demo is not None and time.monotonic() >= next_demo:
+            now = time.monotonic()
+            if demo is not None and now >= next_demo:
                 stack_size = demo.next_frame()
-                log.info("demo: published frame %d", stack_size)
+                log.debug("demo: published frame %d", stack_size)
                 if watcher is not None:
                     watcher.acknowledge()
-                next_demo = time.monotonic() + args.demo_interval
-            if watcher is not None and watcher.poll():
-                log.info("watch: web folder changed, notifying %d browsers", server.client_count)
-                server.notify_browsers_about_new_image()
+                next_demo = now + args.demo_interval
+            if watcher is not None:
+                image, metrics_changed = watcher.poll(now)
+                if image is not None:
+                    server.announce_image(image)
+                elif metrics_changed:
+                    server.notify_browsers_about_new_image()
+            summary.poll(now)
             stop.wait(WATCH_INTERVAL)
     finally:
         server.stop()

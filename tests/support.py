@@ -1,6 +1,7 @@
 """Shared helpers for the stdlib test suites: servers on free loopback
 ports, raw HTTP exchanges and a minimal WebSocket client on plain sockets."""
 
+import collections
 import logging
 import os
 import shutil
@@ -17,6 +18,26 @@ if ROOT not in sys.path:
 import alsserve  # noqa: E402
 
 ASSETS = os.path.join(ROOT, "assets")
+
+
+class QuietServerLog(logging.Handler):
+    """Keeps the server's log records instead of printing them: the suite
+    provokes warnings on purpose (bad requests, protocol errors, access
+    limited to this machine), and a clean run should read clean. Tests that
+    check the log use assertLogs or LogCapture. ALSSERVE_TEST_LOG=1 prints
+    them as usual."""
+
+    def __init__(self, keep=1000):
+        super().__init__(logging.DEBUG)
+        self.records = collections.deque(maxlen=keep)
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+SERVER_LOG = QuietServerLog()
+if not os.environ.get("ALSSERVE_TEST_LOG"):
+    logging.getLogger("alsserve").addHandler(SERVER_LOG)
 
 
 def free_port():

@@ -6,8 +6,10 @@ tutorials (the "HELLO WORLD" 1-M and "PagedOut!" 1-M worked examples).
 """
 import os
 import random
+import re
 import sys
 import unittest
+from unittest import mock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -308,35 +310,106 @@ class Encoding(unittest.TestCase):
             qr_matrix('x', mask=8)
 
 
+# What a terminal shows: the default colours of its theme (foreground,
+# background; True = dark), and the two xterm colours the code uses.
+THEMES = {'dark': (False, True), 'light': (True, False)}
+XTERM_DARK, XTERM_LIGHT = 16, 231
+
+
+def render_terminal(out, theme, margin=4):
+    """The module grid (True = dark) a terminal of that theme shows for
+    qr_to_terminal's output, with `margin` cells of its background around,
+    as a camera sees the screen."""
+    default_fg, default_bg = THEMES[theme]
+    rows = []
+    for line in out.split('\n'):
+        fg, bg = default_fg, default_bg
+        top, bottom, i = [], [], 0
+        while i < len(line):
+            if line.startswith('\x1b[', i):
+                end = line.index('m', i)
+                codes = [int(c) for c in line[i + 2:end].split(';') if c]
+                if codes == [0]:
+                    fg, bg = default_fg, default_bg
+                k = 0
+                while k < len(codes):
+                    if codes[k] in (38, 48) and codes[k + 1] == 5:
+                        dark = {XTERM_DARK: True, XTERM_LIGHT: False}[codes[k + 2]]
+                        if codes[k] == 38:
+                            fg = dark
+                        else:
+                            bg = dark
+                        k += 3
+                    else:
+                        k += 1
+                i = end + 1
+                continue
+            ch = line[i]
+            top.append({'\u2588': fg, '\u2580': fg, '\u2584': bg, ' ': bg}[ch])
+            bottom.append({'\u2588': fg, '\u2580': bg, '\u2584': fg, ' ': bg}[ch])
+            i += 1
+        rows += [top, bottom]
+    width = max(len(r) for r in rows) + 2 * margin
+    pad = [default_bg] * margin
+    grid = [[default_bg] * width for _ in range(margin)]
+    grid += [pad + r + [default_bg] * (width - margin - len(r)) for r in rows]
+    return grid + [[default_bg] * width for _ in range(margin)]
+
+
 class Terminal(unittest.TestCase):
-    def test_shape_and_inversion(self):
+    def test_same_code_on_dark_and_light_terminals(self):
+        for text in ('http://10.42.0.1:8000/', 'a', text_of_version(10)):
+            m = qr_matrix(text)
+            out = qr_to_terminal(text)
+            lines = out.split('\n')
+            self.assertEqual(len(lines), (len(m) + 4 + 1) // 2)
+            self.assertTrue(all(line.endswith('\x1b[0m') for line in lines))
+            shown = [render_terminal(out, theme, margin=0) for theme in THEMES]
+            self.assertEqual(shown[0], shown[1], 'the theme changes the code')
+            grid = shown[0]
+            for r in range(len(m) + 4):
+                for c in range(len(m) + 4):
+                    inside = 2 <= r < 2 + len(m) and 2 <= c < 2 + len(m)
+                    self.assertEqual(grid[r][c], inside and m[r - 2][c - 2], (r, c))
+            self.assertEqual(grid[-1], [False] * (len(m) + 4), 'odd row count: the last half is light')
+
+    def test_as_small_as_before(self):
+        text = 'http://192.168.1.23:8000/'
+        plain = qr_to_terminal(text, colours=False)
+        coloured = qr_to_terminal(text)
+        strip = re.compile('\x1b\\[[0-9;]*m')
+        self.assertEqual([len(strip.sub('', line)) for line in coloured.split('\n')],
+                         [len(line) for line in plain.split('\n')])
+        # The colours are set once per line.
+        self.assertLessEqual(len(coloured.encode('utf-8')),
+                             len(plain.encode('utf-8')) + 30 * len(plain.split('\n')))
+
+    def test_plain_form_for_consoles_without_colours(self):
         for text, quiet in (('http://10.42.0.1:8000/', 2), ('a', 0),
                             (text_of_version(10), 4)):
             m = qr_matrix(text)
-            out = qr_to_terminal(text, quiet=quiet)
+            out = qr_to_terminal(text, quiet=quiet, colours=False)
             lines = out.split('\n')
             size = len(m) + 2 * quiet
             self.assertEqual(len(lines), (size + 1) // 2)
             self.assertTrue(all(len(line) == size for line in lines))
             self.assertTrue(set(out) <= set('\u2588\u2580\u2584 \n'))
-            # Undo the half blocks: a block half means a light module.
-            top = {'\u2588': True, '\u2580': True, '\u2584': False, ' ': False}
-            bottom = {'\u2588': True, '\u2580': False, '\u2584': True,
-                      ' ': False}
-            light = []
-            for line in lines:
-                light.append([top[ch] for ch in line])
-                light.append([bottom[ch] for ch in line])
+            # On a dark terminal (light blocks on black) it is the code.
+            grid = render_terminal(out, 'dark', margin=0)
             for r in range(size):
                 for c in range(size):
-                    inside = quiet <= r < quiet + len(m) and \
-                        quiet <= c < quiet + len(m)
-                    dark = inside and m[r - quiet][c - quiet]
-                    self.assertEqual(light[r][c], not dark, (r, c))
+                    inside = quiet <= r < quiet + len(m) and quiet <= c < quiet + len(m)
+                    self.assertEqual(grid[r][c], inside and m[r - quiet][c - quiet], (r, c))
+        self.assertEqual(qr_to_terminal('http://192.168.1.23:8000/', colours=False).split('\n')[0],
+                         '\u2588' * (25 + 4))
 
-    def test_default_quiet_zone_is_two(self):
-        out = qr_to_terminal('http://192.168.1.23:8000/')
-        self.assertEqual(out.split('\n')[0], '\u2588' * (25 + 4))
+    def test_windows_console_without_escape_sequences_gets_the_plain_form(self):
+        import alsserve
+        tty = mock.Mock(isatty=lambda: True)
+        with mock.patch.object(alsserve.os, 'name', 'nt'):
+            self.assertFalse(alsserve.terminal_has_colours(tty))     # no ctypes.windll here
+            self.assertTrue(alsserve.terminal_has_colours(mock.Mock(isatty=lambda: False)))
+        self.assertTrue(alsserve.terminal_has_colours(tty))
 
 
 if __name__ == '__main__':
