@@ -1716,6 +1716,12 @@ def publish_waiting_image(web_folder, assets_dir):
 
 
 def write_metrics(web_folder, stack_size, total_exposure_seconds):
+    """Atomically rewrite data.json, or ValueError for values ALS would not write."""
+    check_count("stack size", stack_size)
+    if isinstance(total_exposure_seconds, bool) or not isinstance(total_exposure_seconds, (int, float)) \
+            or not total_exposure_seconds >= 0 or total_exposure_seconds == float("inf"):
+        raise ValueError("total exposure must be a non-negative number of seconds, got %r"
+                         % (total_exposure_seconds,))
     atomic_write(os.path.join(web_folder, METRICS_NAME),
                  metrics_json(stack_size, total_exposure_seconds).encode("ascii"))
 
@@ -1751,6 +1757,24 @@ def default_history_dir(web_folder):
         base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
     digest = hashlib.sha256(os.path.realpath(web_folder).encode("utf-8", "surrogateescape")).hexdigest()
     return os.path.join(base, "alsserve", "history-" + digest[:16])
+
+
+def check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("%s must be a non-negative integer, got %r" % (name, value))
+    return value
+
+
+def history_folder(web_folder, read_only, history_dir, max_frames, max_bytes):
+    """Where the history lives (None: no history): a hidden folder of the
+    web folder; for a watched folder, outside it (the user's cache)."""
+    if not check_count("history frames", max_frames) or not check_count("history bytes", max_bytes):
+        return None
+    folder = os.path.abspath(history_dir) if history_dir else \
+        default_history_dir(web_folder) if read_only else os.path.join(web_folder, HISTORY_FOLDER)
+    if read_only and (is_inside(folder, web_folder) or os.path.realpath(folder) == os.path.realpath(web_folder)):
+        raise ValueError("the history of a watched folder must be kept outside it, not in %s" % folder)
+    return folder
 
 
 def check_port(port):
@@ -2362,6 +2386,67 @@ class Announcer:
                      len(snapshot.body) / 1e6, len(site.hub.clients))
 
 
+class SiteThread:
+    """A Site on its own event loop, in a thread named ``alsserve``: start()
+    returns once the site accepts connections on the bound socket (or
+    raises what kept it from starting); stop() runs STOP and ends the loop
+    and the thread."""
+
+    def __init__(self, site):
+        self.site = site
+        self.loop = asyncio.new_event_loop()
+        self.thread = None
+
+    @property
+    def alive(self):
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, sock):
+        loop, ready, failure = self.loop, threading.Event(), []
+
+        def run():
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self.site.start(sock))
+            except BaseException as error:      # reported to start()
+                failure.append(error)
+                ready.set()
+                loop.close()
+                return
+            ready.set()
+            try:
+                loop.run_forever()
+            finally:
+                # A connection accepted as the listener closed may still be
+                # pending: cancel it and let it end, so it closes its socket
+                # rather than being destroyed with the loop.
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                if pending:
+                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+
+        self.thread = threading.Thread(target=run, name="alsserve", daemon=True)
+        self.thread.start()
+        ready.wait()
+        if failure:
+            self.thread.join()
+            raise failure[0]
+
+    def stop(self, grace):
+        loop = self.loop
+        try:
+            future = asyncio.run_coroutine_threadsafe(self.site.shutdown(grace), loop)
+            future.result(grace + 5)
+        except Exception:
+            log.exception("error while stopping the image server")
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            self.thread.join(10)
+
+
 class ImageServer:
     """The image server of one web folder: START, STOP, notify, publish.
 
@@ -2411,12 +2496,11 @@ class ImageServer:
 
     @property
     def running(self):
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread is not None and self._thread.alive
 
     @property
     def client_count(self):
-        site = self._site
-        return len(site.hub.clients) if site is not None else 0
+        return self.browser_counts[0]
 
     @property
     def browser_counts(self):
@@ -2463,23 +2547,13 @@ class ImageServer:
         check_port(self.port)
         check_bind_address(self.bind)
         parse_address_preference(self.address_preference)
-        for name in ("history_frames", "history_bytes"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError("%s must be a non-negative integer, got %r" % (name, value))
         web_folder = check_web_folder(self.web_folder, writable=not self.read_only,
                                       may_create=self.create_folder)
         assets_dir = self._assets_folder()
         if (self.publish or self.read_only) and not os.path.isdir(assets_dir):
             raise ValueError("assets folder %s does not exist" % assets_dir)
-        history_dir = None
-        if self.history_frames and self.history_bytes:
-            history_dir = os.path.abspath(self.history_dir) if self.history_dir else \
-                default_history_dir(web_folder) if self.read_only else \
-                os.path.join(web_folder, HISTORY_FOLDER)
-            if self.read_only and is_inside(history_dir, web_folder):
-                raise ValueError("the history of a watched folder must be kept outside it, not in %s"
-                                 % history_dir)
+        history_dir = history_folder(web_folder, self.read_only, self.history_dir,
+                                     self.history_frames, self.history_bytes)
         return web_folder, assets_dir, history_dir
 
     def _publish(self, assets_dir, history_dir):
@@ -2505,44 +2579,12 @@ class ImageServer:
         return Routes(history)
 
     def _start_thread(self, sock, routes, assets_dir):
-        loop = asyncio.new_event_loop()
         site = Site(self.web_folder, routes, **self.site_options)
         waiting = waiting_image_path(assets_dir)
         announcer = Announcer(site, routes, self.web_folder, read_file(waiting) if waiting else None)
-        ready = threading.Event()
-        failure = []
-
-        def run():
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(site.start(sock))
-            except BaseException as error:      # reported to start()
-                failure.append(error)
-                ready.set()
-                loop.close()
-                return
-            ready.set()
-            try:
-                loop.run_forever()
-            finally:
-                # A connection accepted as the listener closed may still be
-                # pending: cancel it and let it end, so it closes its socket
-                # rather than being destroyed with the loop.
-                pending = asyncio.all_tasks(loop)
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-
-        thread = threading.Thread(target=run, name="alsserve", daemon=True)
-        thread.start()
-        ready.wait()
-        if failure:
-            thread.join()
-            raise failure[0]
-        self._loop, self._site, self._thread, self._announcer = loop, site, thread, announcer
+        thread = SiteThread(site)
+        thread.start(sock)
+        self._thread, self._loop, self._site, self._announcer = thread, thread.loop, site, announcer
         self._routes = routes
 
     # -- while running -----------------------------------------------------
@@ -2602,12 +2644,6 @@ class ImageServer:
 
     def update_metrics(self, stack_size, total_exposure_seconds):
         """Atomically rewrite data.json. Browsers re-read it on the next notify."""
-        if isinstance(stack_size, bool) or not isinstance(stack_size, int) or stack_size < 0:
-            raise ValueError("stack size must be a non-negative integer, got %r" % (stack_size,))
-        if isinstance(total_exposure_seconds, bool) or not isinstance(total_exposure_seconds, (int, float)) \
-                or not total_exposure_seconds >= 0 or total_exposure_seconds == float("inf"):
-            raise ValueError("total exposure must be a non-negative number of seconds, got %r"
-                             % (total_exposure_seconds,))
         write_metrics(self._writable_folder(), stack_size, total_exposure_seconds)
 
     def reset_image(self):
@@ -2635,19 +2671,14 @@ class ImageServer:
         """Say disconnect, wait up to grace for browsers to close, shut down.
         Idempotent; files stay on disk; START again works at once."""
         with self._lock:
-            thread, loop, site = self._thread, self._loop, self._site
+            thread = self._thread
             if thread is None:
                 return
-            if threading.current_thread() is thread:
+            if threading.current_thread() is thread.thread:
                 raise RuntimeError("stop() called from the server thread")
             try:
-                future = asyncio.run_coroutine_threadsafe(site.shutdown(grace), loop)
-                future.result(grace + 5)
-            except Exception:
-                log.exception("error while stopping the image server")
+                thread.stop(grace)
             finally:
-                loop.call_soon_threadsafe(loop.stop)
-                thread.join(10)
                 self._thread = self._loop = self._site = self._announcer = None
                 self.url = None
             log.debug("image server stopped")

@@ -14,7 +14,7 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support import LogCapture, free_port, http_get, make_jpeg, make_png, ws_open  # noqa: E402
+from support import LogCapture, free_port, make_jpeg, make_png, ws_open  # noqa: E402
 
 import alsserve  # noqa: E402
 from alsserve import History  # noqa: E402
