@@ -1,6 +1,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 VPY = $(VENV)/bin/python
+PORT ?= 8000
 
 .PHONY: test serve demo interop test-browser soak bench venv clean
 
@@ -8,12 +9,12 @@ VPY = $(VENV)/bin/python
 test:
 	$(PYTHON) -m unittest discover -s tests -v
 
+# ALS mode in ./alsserve-web (created by alsserve itself); make serve PORT=8080
 serve:
-	mkdir -p alsserve-web
-	$(PYTHON) -m alsserve --web-folder alsserve-web --port 8000
+	$(PYTHON) -m alsserve --port $(PORT)
 
 demo:
-	$(PYTHON) -m alsserve --demo
+	$(PYTHON) -m alsserve --demo --port $(PORT)
 
 $(VPY):
 	$(PYTHON) -m venv $(VENV)

@@ -1398,13 +1398,14 @@ class Site:
 
     def __init__(self, root, routes=None, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
                  ping_interval=WS_PING_INTERVAL, max_message=WS_MAX_MESSAGE,
-                 header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT):
+                 header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT, trusted_proxy=None):
         self.files = StaticFiles(root, routes)
         self.hub = WebSocketHub(max_clients, ping_interval, max_message)
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
         self.use_sendfile = hasattr(os, "sendfile")
+        self.trusted_proxy = trusted_proxy  # its X-Forwarded-For names the client in the log
         self.connections = {}           # task -> transport of every open connection
         self.loop = None
         self.waker = None               # other threads' way onto the loop
@@ -1514,8 +1515,25 @@ class Site:
             if head:
                 return head
 
+    def client_name(self, peer, request):
+        """Who sent the request, for the log: the peer, or, when the peer is
+        the trusted proxy, the client address it appended to
+        X-Forwarded-For (the last one: the earlier ones are the client's
+        own claims)."""
+        if self.trusted_proxy is None or peer.rsplit(":", 1)[0] != self.trusted_proxy:
+            return peer
+        forwarded = [v for k, v in request.headers if k == "x-forwarded-for"]
+        if not forwarded:
+            return peer
+        client = forwarded[-1].split(",")[-1].strip()
+        try:
+            return "%s (via %s)" % (ipaddress.ip_address(client), peer)
+        except ValueError:
+            return peer
+
     async def _respond(self, request, reader, writer, peer):
         """Answer one request; return whether the connection stays open."""
+        peer = self.client_name(peer, request)
         try:
             if request.method not in ALLOWED_METHODS:
                 raise HTTPError(405, "method not allowed")
@@ -2932,6 +2950,9 @@ def build_argument_parser():
                              "address, 'ip:192.168.1.10' forces one (default: auto)")
     parser.add_argument("--assets", metavar="DIR", default=None,
                         help="viewer bundle (default: the assets folder next to alsserve.py)")
+    parser.add_argument("--trust-proxy", metavar="ADDRESS", default=None,
+                        help="a reverse proxy at ADDRESS (e.g. 127.0.0.1 for nginx on this "
+                             "machine): log the client address it sends in X-Forwarded-For")
     history = parser.add_mutually_exclusive_group()
     history.add_argument("--history", type=int, default=HISTORY_FRAMES, metavar="N",
                          help="keep the last N images for the viewer's timeline (default: %d; "
@@ -3295,10 +3316,16 @@ def _server_from_arguments(args):
         raise ValueError("--image follows the images of a watched folder: give it with -d DIR")
     if args.history < 0:
         raise ValueError("--history must be 0 or more, got %d" % args.history)
+    options = {}
+    if args.trust_proxy is not None:
+        try:
+            options["trusted_proxy"] = str(ipaddress.ip_address(args.trust_proxy))
+        except ValueError:
+            raise ValueError("--trust-proxy needs an IP address, got %r" % args.trust_proxy) from None
     return ImageServer(args.web_folder or default_folder, port=port, displayed_address=args.address,
                        assets_dir=os.path.abspath(args.assets or DEFAULT_ASSETS_DIR),
                        read_only=watch_mode, bind=args.bind, create_folder=args.web_folder is None,
-                       history_frames=args.history)
+                       history_frames=args.history, **options)
 
 
 def _run(args):

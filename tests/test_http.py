@@ -1062,6 +1062,13 @@ class ErrorAndLogTests(HTTPTestCase):
         self.assertTrue(any('"-" 400' in line for line in lines), lines)
         self.assertTrue(all(line.startswith("127.0.0.1:") for line in lines), lines)
 
+    def test_forwarded_for_is_ignored_without_a_trusted_proxy(self):
+        with self.assertLogs("alsserve.access", logging.INFO) as cm:
+            self.get("/hello.txt", headers=["X-Forwarded-For: 198.51.100.7"])
+            self.wait_for(lambda: cm.records, message="an access log line")
+        self.assertTrue(cm.records[0].getMessage().startswith("127.0.0.1:"), cm.output)
+        self.assertNotIn("198.51.100.7", cm.output[0])
+
     def test_file_changes_are_seen_at_once(self):
         status, headers, body = self.get("/hello.txt")
         first_etag = headers["etag"]
@@ -1091,6 +1098,29 @@ class ErrorAndLogTests(HTTPTestCase):
             self.assertEqual(self.get("/hello.txt")[:3:2], (200, b"HELLO AGAIN"))
             time.sleep(0.4)
             self.assertEqual(self.get("/hello.txt")[0], 404)
+
+
+class TrustedProxyLogTests(HTTPTestCase):
+    """--trust-proxy: behind nginx, the log names the client, not the proxy."""
+    site_options = {"trusted_proxy": "127.0.0.1"}
+
+    def logged_client(self, headers):
+        with self.assertLogs("alsserve.access", logging.INFO) as cm:
+            self.get("/hello.txt", headers=headers)
+            self.wait_for(lambda: cm.records, message="an access log line")
+        return cm.records[0].getMessage().split(' "')[0]
+
+    def test_the_client_address_from_the_trusted_proxy(self):
+        self.write("hello.txt", b"hello")
+        self.assertRegex(self.logged_client(["X-Forwarded-For: 198.51.100.7"]),
+                         r"^198\.51\.100\.7 \(via 127\.0\.0\.1:\d+\)$")
+        # The proxy appends the address it saw: earlier ones are the client's claims.
+        self.assertRegex(self.logged_client(["X-Forwarded-For: 10.0.0.1, 203.0.113.9"]), r"^203\.0\.113\.9 ")
+        self.assertRegex(self.logged_client(["X-Forwarded-For: 10.0.0.1", "X-Forwarded-For: 203.0.113.10"]),
+                         r"^203\.0\.113\.10 ")
+        for bogus in ("X-Forwarded-For: <script>", "X-Forwarded-For: ", "X-Forwarded-For: 1.2.3.4.5"):
+            self.assertRegex(self.logged_client([bogus]), r"^127\.0\.0\.1:\d+$")
+        self.assertRegex(self.logged_client([]), r"^127\.0\.0\.1:\d+$")
 
 
 class StreamingTests(HTTPTestCase):
