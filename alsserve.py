@@ -38,6 +38,7 @@ import asyncio
 import base64
 import codecs
 import collections
+import concurrent.futures
 import email.utils
 import enum
 import fnmatch
@@ -139,6 +140,7 @@ WS_MAX_PENDING_BYTES = 4 * 1024 * 1024
 WS_CLOSE_TIMEOUT = 2.0           # wait this long for the peer's Close
 
 STOP_GRACE = 2.0
+IO_THREADS = 4                   # threads for the disk work of one running server
 
 
 class PortInUseError(RuntimeError):
@@ -2413,6 +2415,11 @@ class SiteThread:
     def __init__(self, site):
         self.site = site
         self.loop = asyncio.new_event_loop()
+        # Disk work (big reads, new images, history frames) runs here; its
+        # threads end with the site (the loop's default executor's would
+        # linger after close).
+        self.executor = concurrent.futures.ThreadPoolExecutor(IO_THREADS, "alsserve-io")
+        self.loop.set_default_executor(self.executor)
         self.thread = None
 
     @property
@@ -2430,6 +2437,7 @@ class SiteThread:
                 failure.append(error)
                 ready.set()
                 loop.close()
+                self.executor.shutdown(wait=True)
                 return
             ready.set()
             try:
@@ -2445,6 +2453,7 @@ class SiteThread:
                     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
                 loop.close()
+                self.executor.shutdown(wait=True)   # a frame being written is finished
 
         self.thread = threading.Thread(target=run, name="alsserve", daemon=True)
         self.thread.start()
