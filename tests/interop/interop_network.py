@@ -163,6 +163,81 @@ class HotspotTest(NamespaceCase):
         self.assertEqual(found["auto"], HOTSPOT_ADDRESS)
 
 
+# ALS's check before START, with another program already on the port:
+# is_port_in_use(get_host_ip(), port) must agree with the facade's 0.0.0.0 bind.
+PORT_CHECK = """
+import json, socket, sys
+sys.path.insert(0, %r)
+import alsserve
+results = {}
+for other in ("0.0.0.0", %r, "127.0.0.1"):
+    holder = socket.socket()
+    holder.bind((other, %d))
+    holder.listen(1)
+    try:
+        alsserve.bind_listener(%d).close()
+        binds = True
+    except alsserve.PortInUseError:
+        binds = False
+    results[other] = {"host_ip": alsserve.get_host_ip(),
+                      "in_use": alsserve.is_port_in_use(alsserve.get_host_ip(), %d), "binds": binds}
+    holder.close()
+results["free"] = alsserve.is_port_in_use(alsserve.get_host_ip(), %d)
+print(json.dumps(results))
+""" % (ROOT, HOTSPOT_ADDRESS, PORT, PORT, PORT, PORT)
+
+# -b: listening on the hotspot address only.
+BIND_ONE = """
+import json, sys, urllib.request
+sys.path.insert(0, %r)
+import alsserve
+server = alsserve.ImageServer(sys.argv[1], port=%d, bind=%r)
+url = server.start()
+try:
+    urllib.request.urlopen("http://127.0.0.1:%d/data.json", timeout=5)
+    loopback = "reached"
+except OSError as error:
+    loopback = "refused"
+print(json.dumps({"url": url, "loopback": loopback}), flush=True)
+sys.stdin.read()
+server.stop(0)
+""" % (ROOT, PORT, HOTSPOT_ADDRESS, PORT)
+
+
+class PortCheckTest(NamespaceCase):
+    """ALS's is_port_in_use(get_host_ip(), port) against another server on
+    0.0.0.0, on the host address and on 127.0.0.1 of the same port."""
+
+    def setUp(self):
+        super().setUp()
+        self.hotspot = self.namespace("ports")
+        self.phone = self.namespace("portsphone")
+        self.veth(self.hotspot, "wlan0", HOTSPOT_ADDRESS + "/24", self.phone, "wlan0", PHONE_ADDRESS + "/24")
+
+    def test_the_check_agrees_with_the_bind(self):
+        results = json.loads(self.run_in(self.hotspot, PORT_CHECK)[0])
+        self.assertFalse(results.pop("free"))
+        for other, result in results.items():
+            with self.subTest(other_server_on=other):
+                self.assertEqual(result["host_ip"], HOTSPOT_ADDRESS)
+                self.assertFalse(result["binds"], "the facade's bind succeeded next to it")
+                self.assertTrue(result["in_use"], "ALS's check said the port is free")
+
+    def test_bind_to_the_hotspot_address_only(self):
+        process = subprocess.Popen(["ip", "netns", "exec", self.hotspot, sys.executable, "-c", BIND_ONE,
+                                    self.folder], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        self.addCleanup(process.kill)
+        started = json.loads(process.stdout.readline().decode() or "{}")
+        self.assertEqual(started, {"url": "http://%s:%d/" % (HOTSPOT_ADDRESS, PORT), "loopback": "refused"})
+        body = self.run_in(self.phone, PHONE, started["url"])[0]
+        self.assertEqual(body, '{"STACK_SIZE": 0, "EXPO": "0:00:00"}')
+        process.stdin.close()
+        self.assertEqual(process.wait(30), 0)
+        process.stdout.close()
+        process.stderr.close()
+
+
 class LoopbackOnlyTest(NamespaceCase):
     def setUp(self):
         super().setUp()

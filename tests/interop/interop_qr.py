@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import types
 import unittest
 import zlib
 
@@ -17,7 +18,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+sys.path.insert(0, os.path.join(ROOT, 'tests'))
+
 from alsserve import qr_matrix, qr_to_terminal  # noqa: E402
+from test_qr import THEMES, render_terminal  # noqa: E402
 
 # Byte capacity of each version at level M (ISO/IEC 18004 Table 7); the
 # URLs below are chosen so that every version 1-10 is hit at least twice.
@@ -121,24 +125,35 @@ class ZbarInterop(unittest.TestCase):
                     self.assertEqual(zbar_decode(qr_matrix(text, mask=mask)),
                                      text)
 
-    def test_terminal_rendering_decodes(self):
-        # What a dark-background terminal shows: a block is lit (light), a
-        # blank cell is background (dark); the screen around is dark too.
-        lit = {'\u2588': (True, True), '\u2580': (True, False),
-               '\u2584': (False, True), ' ': (False, False)}
+    def test_terminal_rendering_decodes_on_dark_and_light_terminals(self):
+        # What a terminal of each theme shows (its own background around the
+        # drawn quiet zone), as a phone camera sees it, in both forms: the
+        # coloured one reads on both themes; the plain one (consoles without
+        # escape sequences) on the dark theme it is drawn for.
         for url in (URLS[3], URLS[4], _url(122), _url(213)):
-            with self.subTest(length=len(url)):
-                rows = []
-                for line in qr_to_terminal(url).split('\n'):
-                    halves = [lit[ch] for ch in line]
-                    rows += [[not h[0] for h in halves],
-                             [not h[1] for h in halves]]
-                border = 6  # dark screen around the drawn quiet zone
-                width = len(rows[0]) + 2 * border
-                screen = [[True] * width] * border + \
-                    [[True] * border + r + [True] * border for r in rows] + \
-                    [[True] * width] * border
+            for theme in THEMES:
+                with self.subTest(length=len(url), theme=theme):
+                    screen = render_terminal(qr_to_terminal(url), theme, margin=6)
+                    self.assertEqual(zbar_decode(screen, quiet=0), url)
+            with self.subTest(length=len(url), plain=True):
+                screen = render_terminal(qr_to_terminal(url, colours=False), 'dark', margin=6)
                 self.assertEqual(zbar_decode(screen, quiet=0), url)
+        # The bug this fixes: the plain form on a light terminal is inverted.
+        screen = render_terminal(qr_to_terminal(URLS[4], colours=False), 'light', margin=6)
+        self.assertIsNone(zbar_decode(screen, quiet=0))
+
+    def test_the_command_line_block_decodes_on_both_themes(self):
+        # The start-up block as printed into a pipe with --qr.
+        import alsserve
+        server = types.SimpleNamespace(port=8000, web_folder='/tmp/web', read_only=True,
+                                       url='http://192.168.1.23:8000/', bind='127.0.0.1',
+                                       displayed_address='192.168.1.23')
+        block = alsserve.startup_block(server, qr=True)
+        code = '\n'.join(line[2:] for line in block.split('\n') if '\x1b[' in line)
+        for theme in THEMES:
+            with self.subTest(theme=theme):
+                self.assertEqual(zbar_decode(render_terminal(code, theme, margin=6), quiet=0),
+                                 server.url)
 
     def test_utf8_text_decodes(self):
         text = 'http://192.168.1.23:8000/M\u00fcsik/Caf\u00e9'
