@@ -248,6 +248,57 @@ class SoakTest(support.ServerTestCase):
                                          first / 1024, second / 1024), file=sys.stderr)
 
 
+HISTORY_PUBLISHES = int(os.environ.get("SOAK_PUBLISHES", "2000"))
+
+
+class HistorySoakTest(support.ServerTestCase):
+    """2 000 publishes with the default history budget: the history folder
+    stays within it (300 frames, 1 GiB), no file is left behind, the
+    server's memory stays flat, and a restart finds the same history."""
+
+    def test_history_stays_within_its_budget(self):
+        ws = self.ws_connect()
+        folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
+        rss, began = [], time.monotonic()
+        for i in range(HISTORY_PUBLISHES):
+            size = 100 * 1024 + (i * 7919) % (100 * 1024)
+            self.server.publish_image(support.make_jpeg(size, i.to_bytes(2, "big")))
+            if i % 100 == 99:
+                self.wait_for(lambda: self.server.history and self.server.history[-1]["id"] == i + 1,
+                              timeout=30, message="frame %d" % (i + 1))
+                names = os.listdir(folder)
+                self.assertLessEqual(len([n for n in names if n.endswith(".jpg")]), alsserve.HISTORY_FRAMES)
+                self.assertLessEqual(sum(os.path.getsize(os.path.join(folder, n)) for n in names),
+                                     alsserve.HISTORY_BYTES + 1024 * 1024)
+                rss.append(support.rss_kib())
+        elapsed = time.monotonic() - began
+        frames = self.server.history
+        self.assertEqual([f["id"] for f in frames],
+                         list(range(HISTORY_PUBLISHES - alsserve.HISTORY_FRAMES + 1, HISTORY_PUBLISHES + 1)))
+        names = sorted(os.listdir(folder))
+        self.assertEqual(names, sorted(["%d.jpg" % f["id"] for f in frames] + ["index.json"]))
+        self.assertEqual([n for n in os.listdir(self.folder) if n.endswith(".tmp")], [])
+        disk = sum(os.path.getsize(os.path.join(folder, n)) for n in names)
+        # Every frame announced, in order (the socket kept up).
+        announced = 0
+        while announced < HISTORY_PUBLISHES:
+            opcode, _, payload = ws.recv_frame(timeout=30)
+            if opcode == alsserve.Opcode.TEXT and payload.startswith(b'{"id"'):
+                announced += 1
+                self.assertEqual(json.loads(payload)["id"], announced)
+        half = len(rss) // 2
+        first, second = max(rss[:half]), max(rss[half:])
+        print("\nhistory soak: %d publishes in %.1f s; %d frames, %.1f MiB on disk; RSS %d -> %d KiB"
+              % (HISTORY_PUBLISHES, elapsed, len(frames), disk / 2 ** 20, first, second), file=sys.stderr)
+        self.assertLess(second - first, 16 * 1024, "server memory grew with the history")
+        # A restart reads the same history back.
+        self.server.stop()
+        again = alsserve.ImageServer(self.folder, port=support.free_port(), displayed_address="ip:127.0.0.1")
+        again.start()
+        self.addCleanup(again.stop, 0)
+        self.assertEqual(again.history, frames)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--clients"]:
         client_main(sys.argv[2:])
