@@ -1014,7 +1014,7 @@ class StopTest(WSTestCase):
     def test_client_answering_close_1001(self):
         client = self.ws_connect()
         self.wait_for(lambda: self.server.client_count == 1, message="client registered")
-        done, _ = self.stop_in_thread(0.3)
+        done, _ = self.stop_in_thread(2.5)
         self.assertEqual(client.recv_frame(), (Opcode.TEXT, True, DISCONNECT))
         self.assertEqual(client.recv_close(), 1001)
         client.send(Opcode.CLOSE, close_payload(1001))
@@ -1024,7 +1024,7 @@ class StopTest(WSTestCase):
     def test_no_pong_after_close(self):
         client = self.ws_connect()
         self.wait_for(lambda: self.server.client_count == 1, message="client registered")
-        done, _ = self.stop_in_thread(0.3)
+        done, _ = self.stop_in_thread(2.5)
         self.assertEqual(client.recv_frame(), (Opcode.TEXT, True, DISCONNECT))
         self.assertEqual(client.recv_close(), 1001)
         client.send(Opcode.PING, b"late")
