@@ -490,11 +490,18 @@ class ResponseHead:
         lines = ["HTTP/1.1 %d %s" % (self.status, REASONS.get(self.status, "Unknown")),
                  "Date: " + date, "Server: alsserve/" + __version__]
         lines.extend("%s: %s" % kv for kv in self.headers)
-        if not keep_alive and self.status != 101:
-            lines.append("Connection: close")
-        elif keep_alive and http10:
-            # An HTTP/1.0 client keeps the connection only when told so.
-            lines.append("Connection: keep-alive")
+        if self.status != 101:          # (a 101 names its own Connection: Upgrade)
+            options = []
+            if any(name == "Upgrade" for name, _ in self.headers):
+                # RFC 9110 7.8: Upgrade is hop-by-hop; a proxy must not pass it on.
+                options.append("upgrade")
+            if not keep_alive:
+                options.append("close")
+            elif http10:
+                # An HTTP/1.0 client keeps the connection only when told so.
+                options.append("keep-alive")
+            if options:
+                lines.append("Connection: " + ", ".join(options))
         lines.append("\r\n")
         return "\r\n".join(lines).encode("latin-1")
 
@@ -1867,10 +1874,15 @@ class History:
     dropped first; no frame is stored while the disk has less than
     ``min_free`` bytes free. Thread-safe: frames are written off the event
     loop and listed on it.
+
+    A new history's first id is ``first_id``, by default the time in
+    milliseconds: a new history (another web folder, a history folder
+    removed between nights) never reuses the URLs of an earlier one, which
+    a cache in front may still hold as immutable.
     """
 
     def __init__(self, folder, max_frames=HISTORY_FRAMES, max_bytes=HISTORY_BYTES,
-                 min_free=HISTORY_MIN_FREE):
+                 min_free=HISTORY_MIN_FREE, first_id=None):
         self.folder = folder
         self.max_frames = max_frames
         self.max_bytes = max_bytes
@@ -1878,7 +1890,8 @@ class History:
         self.frames = []                # oldest first
         self.by_url = {}                # url -> HistoryFrame
         self.session = 1
-        self.next_id = 1
+        self.first_id = first_id
+        self.next_id = None             # set by open()
         self.live = None                # id of the frame shown as the live image
         self._lock = threading.Lock()
         self._listing = None            # FileSnapshot of history.json, rebuilt after a change
@@ -1904,6 +1917,8 @@ class History:
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.warning("history index in %s unreadable (%s): starting a new history", self.folder, error)
             records = []
+        if self.next_id is None:        # a new history
+            self.next_id = self.first_id if self.first_id is not None else int(time.time() * 1000)
         frames = []
         for record in records:
             try:

@@ -514,7 +514,7 @@ class PublishTest(ControllerCase):
         self.server.publish_image(make_jpeg(2000, b"s"))
         self.server.update_metrics(40, 1200)
         frame, message = next_announcement(ws)
-        self.assertEqual((frame["id"], message), (1, NEW_IMAGE))
+        self.assertEqual((frame["url"], message), ("history/%d.jpg" % frame["id"], NEW_IMAGE))
         self.server.reset_image()
         self.assertEqual(next_announcement(ws), (None, NEW_IMAGE))     # the waiting image is no frame
         waiting = read(os.path.join(ASSETS, "waiting.jpg"))

@@ -63,9 +63,21 @@ class FolderCase(unittest.TestCase):
 class HistoryStoreTest(FolderCase):
 
     def open(self, folder, **limits):
+        limits.setdefault("first_id", 1)
         history = History(folder, **limits)
         history.open()
         return history
+
+    def test_a_new_history_never_reuses_the_ids_of_an_earlier_one(self):
+        # Frame URLs are immutable for caches: another folder, or a history
+        # removed between two nights, must not start again at history/1.jpg.
+        first = History(self.make_folder())
+        first.open()
+        ids = [first.add(make_jpeg(1000, bytes([i])), ".jpg", float(i)).id for i in range(3)]
+        again = History(self.make_folder())
+        again.open()
+        self.assertGreater(again.add(make_jpeg(1000), ".jpg", 9.0).id, ids[-1])
+        self.assertGreater(ids[0], 1500000000000, "the time in milliseconds")
 
     def test_frames_are_files_with_increasing_ids_and_an_index(self):
         folder = self.make_folder()
@@ -222,11 +234,12 @@ class HistoryOverHTTPTest(HistoryServerCase):
             messages.append(next_announcement(ws))
         listing = self.listing()
         frames = listing["frames"]
-        self.assertEqual([f["id"] for f in frames], [1, 2, 3, 4])
+        base = frames[0]["id"]
+        self.assertEqual([f["id"] for f in frames], [base, base + 1, base + 2, base + 3])
         self.assertEqual([(f["stack_size"], f["exposure"]) for f in frames],
                          [(1, "0:00:30"), (2, "0:01:00"), (3, "0:01:30"), (4, "0:02:00")])
         self.assertEqual([f["bytes"] for f in frames], [len(d) for d in images])
-        self.assertEqual(listing["live"], 4)
+        self.assertEqual(listing["live"], base + 3)
         self.assertEqual(listing["session"], 1)
         times = [f["time"] for f in frames]
         self.assertEqual(times, sorted(times))
@@ -263,7 +276,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         again, new_image = next_announcement(ws)
         self.server.notify_browsers_about_new_image()           # nothing changed at all
         third, _ = next_announcement(ws)
-        self.assertEqual((first["id"], again["id"], third["id"], new_image), (1, 1, 1, NEW_IMAGE))
+        self.assertEqual((again["id"], third["id"], new_image), (first["id"], first["id"], NEW_IMAGE))
         self.assertEqual(len(self.server.history), 1)
 
     def test_als_writes_the_image_itself_then_notifies(self):
@@ -283,7 +296,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         self.server.notify_browsers_about_new_image()           # the waiting image
         self.assertEqual(next_announcement(ws), (None, NEW_IMAGE))
         self.server.publish_image(make_jpeg(3000, b"1"))
-        next_announcement(ws)
+        first, _ = next_announcement(ws)
         self.server.reset_image()
         self.assertEqual(next_announcement(ws), (None, NEW_IMAGE))
         listing = self.listing()
@@ -291,7 +304,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         self.assertEqual([f["session"] for f in listing["frames"]], [1])        # kept: within budget
         self.server.publish_image(make_jpeg(3000, b"2"))
         frame, _ = next_announcement(ws)
-        self.assertEqual((frame["id"], frame["session"]), (2, 2))
+        self.assertEqual((frame["id"], frame["session"]), (first["id"] + 1, 2))
 
     def test_restart_keeps_the_history(self):
         ws = self.browser()
@@ -308,10 +321,10 @@ class HistoryOverHTTPTest(HistoryServerCase):
         ws = self.browser(server)
         server.notify_browsers_about_new_image()                 # still the last frame's image
         frame, _ = next_announcement(ws)
-        self.assertEqual(frame["id"], 3, "the unchanged image became a new frame after a restart")
+        self.assertEqual(frame["id"], before[-1]["id"], "the unchanged image became a new frame after a restart")
         server.publish_image(make_jpeg(5000, b"n"))
         frame, _ = next_announcement(ws)
-        self.assertEqual(frame["id"], 4)
+        self.assertEqual(frame["id"], before[-1]["id"] + 1)
 
     def test_concurrent_publishes_keep_ids_increasing_and_files_complete(self):
         ws = self.browser()
@@ -336,7 +349,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         while len(ids) < 40:
             frame, _ = next_announcement(ws)
             ids.append(frame["id"])
-        self.assertEqual(ids, list(range(1, 41)))
+        self.assertEqual(ids, list(range(ids[0], ids[0] + 40)))
         frames = self.server.history
         self.assertEqual([f["id"] for f in frames], ids)
         history_folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
@@ -348,16 +361,17 @@ class HistoryOverHTTPTest(HistoryServerCase):
     def test_names_under_history_that_are_no_frame_are_404(self):
         self.server.publish_image(make_jpeg(3000, b"\x55"))
         self.assertTrue(wait_until(lambda: len(self.server.history) == 1))
-        self.assertEqual(self.get("/history/1.jpg")[0], 200)
+        n = self.server.history[0]["id"]
+        self.assertEqual(self.get("/history/%d.jpg" % n)[0], 200)
         with open(os.path.join(self.folder, "secret.txt"), "wb") as f:
             f.write(b"secret")
-        for target in ("/history/../web_image.jpg", "/history/..%2fsecret.txt", "/history/1.jpg.tmp",
-                       "/history/-1.jpg", "/history/0.jpg", "/history/01.jpg", "/history/1.JPG",
-                       "/history/1.png", "/history/1", "/history/2.jpg", "/history/" + "9" * 400 + ".jpg",
-                       "/history/99999999999999999999999.jpg", "/history/.1.jpg", "/history/index.json",
-                       "/history/", "/history", "/history/1.jpg/x", "/history/%31.jpg%00",
-                       "/.alsserve-history/1.jpg", "/.alsserve-history/index.json",
-                       "/history/%2e%2e/secret.txt", "/history/1.jpg%20"):
+        targets = ["/history/../web_image.jpg", "/history/..%2fsecret.txt", "/history/N.jpg.tmp",
+                   "/history/-N.jpg", "/history/0.jpg", "/history/0N.jpg", "/history/N.JPG",
+                   "/history/N.png", "/history/N", "/history/M.jpg", "/history/" + "9" * 400 + ".jpg",
+                   "/history/99999999999999999999999.jpg", "/history/.N.jpg", "/history/index.json",
+                   "/history/", "/history", "/history/N.jpg/x", "/history/N.jpg%00", "/history/N.jpg%20",
+                   "/.alsserve-history/N.jpg", "/.alsserve-history/index.json", "/history/%2e%2e/secret.txt"]
+        for target in (t.replace("N", str(n)).replace("M", str(n + 1)) for t in targets):
             with self.subTest(target=target):
                 status, _, body = self.get(target)
                 self.assertIn(status, (400, 404))

@@ -552,13 +552,18 @@ class HandshakeTest(WSTestCase):
                 self.assertTrue(body.startswith(str(status).encode()))
                 if status == 426:
                     self.assertEqual(headers.get("sec-websocket-version"), "13")
+                    if "upgrade" in headers:    # RFC 9110 7.8: then Connection names it
+                        self.assertIn("upgrade", [t.strip() for t in headers["connection"].split(",")])
         self.assertEqual(self.server.client_count, 0)
 
     def test_failed_handshake_then_keep_alive(self):
         # A refused upgrade is an ordinary response: the connection can go on.
         sock = self.connect()
+        sock.sendall(self.request(upgrade=None, connection=None, key=None, version_header=None))
+        status, headers, _, rest = read_response(sock)
+        self.assertEqual((status, headers["upgrade"], headers["connection"]), (426, "websocket", "upgrade"))
         sock.sendall(self.request(version_header="8"))
-        status, _, _, rest = read_response(sock)
+        status, _, _, rest = read_response(sock, rest)
         self.assertEqual(status, 426)
         sock.sendall(ws_handshake_request())
         status, _, rest = read_response_head(sock, rest)
