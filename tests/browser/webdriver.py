@@ -181,12 +181,13 @@ class Session:
         return [a.to_json() if isinstance(a, Element) else a for a in args]
 
     # -- session
-    def delete(self):
+    def delete(self, timeout=None):
         """Delete Session (idempotent)."""
         if self.deleted:
             return
         self.deleted = True
-        self.transport.request("DELETE", "/session/%s" % self.id, timeout=min(self.timeout, 20))
+        self.transport.request("DELETE", "/session/%s" % self.id,
+                               timeout=min(self.timeout, 20) if timeout is None else timeout)
 
     def set_timeouts(self, script=None, page_load=None, implicit=None):
         """Driver-side timeouts, in seconds."""
