@@ -57,8 +57,13 @@ WebKitGTK 2.50, WPE WebKit 2.38 + cog 0.16):
   MiniBrowser option such as --headless also hangs session creation).
   geckodriver takes 2.5-4 s to start Firefox; the others about 1 s or less.
 - Screenshots are PNGs of the viewport only (no window chrome), in device
-  pixels: devicePixelRatio is 1 in all four here, so 1000x700 CSS px gives a
-  1000x700 PNG. Chromium and the WebKits write RGB, Firefox RGBA.
+  pixels: 1000x700 CSS px at devicePixelRatio 1 (the default in all four)
+  give 1000x700, 390x844 at 2 give 780x1688. Chromium and the WebKits write
+  RGB, Firefox RGBA. ``launch(scale=2)``: Chromium
+  --force-device-scale-factor, Firefox layout.css.devPixelsPerPx, WebKitGTK
+  GDK_SCALE (integers only; the Xvfb screen is made big enough). WPE stays
+  at 1: cog's --device-scale and weston's --scale do not reach the
+  automation view (``DEVICE_SCALE``).
 - Pointer actions. Mouse (pointerType "mouse") works everywhere. Touch
   pointers: chromedriver and geckodriver dispatch real touches (the page sees
   pointerType "touch"; two touch sources give two pointer ids and a pinch).
@@ -122,6 +127,8 @@ MARKER = "ALSSERVE_ENGINE_RUN"
 TOUCH_ACTIONS = {"chromium": True, "firefox": True, "webkitgtk": False, "wpe": False}
 WHEEL_ACTIONS = {"chromium": True, "firefox": True, "webkitgtk": True, "wpe": True}
 DOUBLE_CLICK_ACTIONS = {"chromium": True, "firefox": True, "webkitgtk": True, "wpe": False}
+# launch(scale=2): a devicePixelRatio other than 1
+DEVICE_SCALE = {"chromium": True, "firefox": True, "webkitgtk": True, "wpe": False}
 
 APT = {
     "chromium": "chromium chromium-driver",
@@ -447,28 +454,29 @@ def _clean_env(tmp):
     return env
 
 
-def _wait_driver(proc, port, log_path, name, timeout=START_TIMEOUT):
+def _wait_driver(proc, port, log_path, engine, timeout=START_TIMEOUT):
     """Wait until the driver answers GET /status."""
     transport = webdriver.Transport("http://127.0.0.1:%d" % port, timeout=2.0)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise EngineError("%s exited with status %s before listening:\n%s"
-                              % (name, proc.returncode, _tail(log_path)))
+            raise EngineError("%s: the WebDriver exited with status %s before listening:\n%s"
+                              % (engine, proc.returncode, _tail(log_path)))
         try:
             transport.request("GET", "/status")
             return
         except webdriver.WebDriverError:
             time.sleep(0.1)
-    raise EngineError("%s did not listen on 127.0.0.1:%d within %.0f s:\n%s"
-                      % (name, port, timeout, _tail(log_path)))
+    raise EngineError("%s: the WebDriver did not listen on 127.0.0.1:%d within %.0f s:\n%s"
+                      % (engine, port, timeout, _tail(log_path)))
 
 
-def _start_xvfb(procs, env, log_path):
+def _start_xvfb(procs, env, log_path, width, height):
     """Xvfb on a free display number (it picks one and writes it to a pipe)."""
     read_end, write_end = os.pipe()
     try:
-        proc = procs.start(["Xvfb", "-displayfd", str(write_end), "-screen", "0", "1920x1200x24",
+        proc = procs.start(["Xvfb", "-displayfd", str(write_end), "-screen", "0",
+                            "%dx%dx24" % (max(1920, width + 64), max(1200, height + 64)),
                             "-nolisten", "tcp", "-noreset"], env, pass_fds=(write_end,))
         os.close(write_end)
         write_end = None
@@ -517,11 +525,12 @@ def _firefox_profile():
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _capabilities(engine, bins, tmp, width, height):
+def _capabilities(engine, bins, tmp, width, height, scale):
     if engine == "chromium":
         return {"browserName": "chrome", "goog:chromeOptions": {
             "binary": bins["chromium"],
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                     "--force-device-scale-factor=%d" % scale,
                      "--disable-background-networking", "--disable-component-update",
                      "--disable-dev-shm-usage", "--user-data-dir=" + os.path.join(tmp, "profile"),
                      "--window-size=%d,%d" % (width, height)]},
@@ -531,6 +540,7 @@ def _capabilities(engine, bins, tmp, width, height):
             "binary": bins["firefox-esr"], "args": ["-headless", "-kiosk"],
             "profile": _firefox_profile(),
             "prefs": {"toolkit.legacyUserProfileCustomizations.stylesheets": True,
+                      "layout.css.devPixelsPerPx": "%d.0" % scale,
                       "devtools.console.stdout.content": True,
                       "browser.shell.checkDefaultBrowser": False,
                       "app.update.disabledForTesting": True,
@@ -549,11 +559,30 @@ def _capabilities(engine, bins, tmp, width, height):
     raise ValueError(engine)
 
 
-def launch(engine, viewport=(1000, 700)):
-    """Start ``engine`` with a session whose CSS viewport is ``viewport``;
+def _driver_argv(engine, bins, tmp, port):
+    if engine == "chromium":
+        return [bins["chromedriver"], "--port=%d" % port, "--allowed-ips=127.0.0.1", "--enable-chrome-logs"]
+    if engine == "firefox":
+        gecko = bins["geckodriver"]
+        if not os.access(gecko, os.X_OK):       # a wheel unpacked without modes
+            gecko = os.path.join(tmp, "geckodriver")
+            if not os.path.exists(gecko):
+                shutil.copy(bins["geckodriver"], gecko)
+                os.chmod(gecko, 0o755)
+        return [gecko, "--host", "127.0.0.1", "--port", str(port), "--profile-root", os.path.join(tmp, "tmp")]
+    if engine == "webkitgtk":
+        return [bins["WebKitWebDriver"], "--host=127.0.0.1", "--port=%d" % port]
+    return [bins["WPEWebDriver"], "--host=127.0.0.1", "--port=%d" % port]
+
+
+def launch(engine, viewport=(1000, 700), scale=1):
+    """Start ``engine`` with a session whose CSS viewport is ``viewport`` and
+    whose devicePixelRatio is ``scale`` (an integer: GTK scales by integers);
     returns a Browser (a context manager; or call ``close()``). Raises
     EngineMissing when not installed, EngineError when it does not start."""
     require(engine)
+    if scale != 1 and not DEVICE_SCALE[engine]:
+        raise EngineError("%s: devicePixelRatio %s is not possible here (see DEVICE_SCALE)" % (engine, scale))
     bins = binaries(engine)
     width, height = viewport
     started = time.monotonic()
@@ -564,35 +593,34 @@ def launch(engine, viewport=(1000, 700)):
     browser = Browser(engine, tmp, procs, log_path, log_file)
     try:
         env = _clean_env(tmp)
-        port = free_port()
-        if engine == "chromium":
-            argv = [bins["chromedriver"], "--port=%d" % port, "--allowed-ips=127.0.0.1", "--enable-chrome-logs"]
-        elif engine == "firefox":
-            gecko = bins["geckodriver"]
-            if not os.access(gecko, os.X_OK):   # a wheel unpacked without modes
-                gecko = shutil.copy(gecko, os.path.join(tmp, "geckodriver"))
-                os.chmod(gecko, 0o755)
-            argv = [gecko, "--host", "127.0.0.1", "--port", str(port),
-                    "--profile-root", os.path.join(tmp, "tmp")]
-        elif engine == "webkitgtk":
-            env["DISPLAY"] = _start_xvfb(procs, env, log_path)
-            argv = [bins["WebKitWebDriver"], "--host=127.0.0.1", "--port=%d" % port]
-        else:
+        if engine == "webkitgtk":
+            env["DISPLAY"] = _start_xvfb(procs, env, log_path, width * scale, height * scale)
+            env["GDK_SCALE"] = str(scale)
+        elif engine == "wpe":
             env["WAYLAND_DISPLAY"] = _start_weston(procs, env, log_path, width, height)
             env["COG_PLATFORM_WL_VIEW_WIDTH"] = str(width)
             env["COG_PLATFORM_WL_VIEW_HEIGHT"] = str(height)
-            argv = [bins["WPEWebDriver"], "--host=127.0.0.1", "--port=%d" % port]
-        driver = procs.start(argv, env)
-        _wait_driver(driver, port, log_path, os.path.basename(argv[0]))
+        for attempt in range(3):
+            port = free_port()       # another process may take it first: then retry
+            driver = procs.start(_driver_argv(engine, bins, tmp, port), env)
+            try:
+                _wait_driver(driver, port, log_path, engine)
+                break
+            except EngineError:
+                if driver.poll() is None or attempt == 2:
+                    raise
         try:
             browser.session = webdriver.Session.create(
-                "http://127.0.0.1:%d" % port, _capabilities(engine, bins, tmp, width, height),
+                "http://127.0.0.1:%d" % port, _capabilities(engine, bins, tmp, width, height, scale),
                 timeout=COMMAND_TIMEOUT, create_timeout=SESSION_TIMEOUT)
         except webdriver.WebDriverError as error:
             raise EngineError("%s: New Session failed: %s\n%s" % (engine, error, _tail(log_path))) from None
         browser.session.set_timeouts(script=60, page_load=COMMAND_TIMEOUT - 5)
         browser.set_viewport(width, height)
         browser.device_pixel_ratio = browser.session.execute("return window.devicePixelRatio")
+        if browser.device_pixel_ratio != scale:
+            raise EngineError("%s: asked for devicePixelRatio %s, got %s"
+                              % (engine, scale, browser.device_pixel_ratio))
         browser.startup_seconds = time.monotonic() - started
         return browser
     except BaseException:

@@ -29,7 +29,6 @@ sys.path.insert(0, str(REPO))
 
 import alsserve  # noqa: E402
 import pngread  # noqa: E402
-import webdriver  # noqa: E402
 
 
 def free_port():
@@ -184,6 +183,24 @@ def sample(image, x, y, radius=6, scale=1.0):
     the devicePixelRatio (screenshots are in device pixels)."""
     cx, cy, r = x * scale, y * scale, max(1, radius * scale)
     return image.region_stats(cx - r, cy - r, 2 * r, 2 * r)["mean"]
+
+
+def bright_pixels(image, x, y, w, h, threshold=80, scale=1.0):
+    """(count, mean (r, g, b)) of the pixels of a CSS px rectangle whose
+    brightest channel exceeds ``threshold``: what is drawn on a black picture."""
+    x0, y0 = max(0, int(x * scale)), max(0, int(y * scale))
+    x1, y1 = min(image.width, int((x + w) * scale)), min(image.height, int((y + h) * scale))
+    count, sums, data, stride = 0, [0, 0, 0], image.rgba, 4 * image.width
+    for row in range(y0, y1):
+        line = data[row * stride + 4 * x0:row * stride + 4 * x1]
+        for i in range(0, len(line), 4):
+            r, g, b = line[i], line[i + 1], line[i + 2]
+            if r > threshold or g > threshold or b > threshold:
+                count += 1
+                sums[0] += r
+                sums[1] += g
+                sums[2] += b
+    return count, tuple(v / count for v in sums) if count else None
 
 
 def wait_for_pixels(session, expected, timeout=5.0, tolerance=16, scale=1.0, radius=6):

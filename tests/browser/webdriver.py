@@ -13,9 +13,11 @@ browser that hangs raises ``WebDriverTimeout`` instead of hanging the test run.
     png = session.screenshot()
     session.delete()
 
-Pointer input (``perform``): mouse works in all four engines driven here;
-touch pointers (``pointerType: touch``) are accepted by chromedriver and
-geckodriver, not by WebKitWebDriver / WPEWebDriver — see engines.py.
+Pointer input (``perform``): mouse works in all four engines driven here
+(chromedriver, geckodriver, WebKitWebDriver, WPEWebDriver). Touch pointers
+(``touch()``, pointerType "touch") are real touches in chromedriver and
+geckodriver; WebKitWebDriver and WPEWebDriver accept them but send mouse
+events. Wheel and key sources work in all four. Details: engines.py.
 """
 
 import base64
