@@ -68,6 +68,60 @@ return {png: c.toDataURL('image/png'), rgba: out};
 """
 
 
+# A full-viewport canvas of known pixels, the same formula as pattern():
+# bands of noise (PNG encoders pick filter None), of pixels that are the
+# mean of their left and upper neighbours (Average), and of diagonal
+# gradients (Paeth, Sub, Up), so every PNG filter type gets decoded.
+PATTERN_JS = r"""
+var w = innerWidth, h = innerHeight, c = document.createElement('canvas');
+c.id = 'pattern'; c.width = w; c.height = h;
+c.style.cssText = 'position:fixed;left:0;top:0;width:' + w + 'px;height:' + h + 'px;z-index:99';
+var g = c.getContext('2d'), im = g.createImageData(w, h), d = im.data, seed = 12345;
+function noise() { seed = seed * 16807 % 2147483647; return seed & 255; }
+for (var y = 0; y < h; y++) {
+  var band = Math.floor(y / 20) % 3, top = y % 20 === 0;
+  for (var x = 0; x < w; x++) {
+    var i = 4 * (y * w + x);
+    for (var k = 0; k < 3; k++) {
+      var v;
+      if (band === 0) v = noise();
+      else if (band === 1) v = (top || x === 0) ? noise() : (d[i - 4 + k] + d[i - 4 * w + k]) >> 1;
+      else v = (x * (3 + k) + y * (5 - k)) & 255;
+      d[i + k] = v;
+    }
+    d[i + 3] = 255;
+  }
+}
+g.putImageData(im, 0, 0);
+document.body.appendChild(c);
+return [w, h];
+"""
+
+
+def pattern(w, h):
+    """The RGB rows PATTERN_JS draws in a w x h viewport."""
+    seed, rows = 12345, []
+    for y in range(h):
+        band, top = (y // 20) % 3, y % 20 == 0
+        row = bytearray(3 * w)
+        for x in range(w):
+            for k in range(3):
+                if band == 0:
+                    seed = seed * 16807 % 2147483647
+                    v = seed & 255
+                elif band == 1:
+                    if top or x == 0:
+                        seed = seed * 16807 % 2147483647
+                        v = seed & 255
+                    else:
+                        v = (row[3 * (x - 1) + k] + rows[y - 1][3 * x + k]) >> 1
+                else:
+                    v = (x * (3 + k) + y * (5 - k)) & 255
+                row[3 * x + k] = v
+        rows.append(row)
+    return rows
+
+
 def quadrant_centres(rect):
     """CSS pixel centres of the four quadrants of an image shown at rect."""
     xs = (rect["left"] + rect["width"] / 4, rect["left"] + rect["width"] * 3 / 4)
@@ -223,6 +277,18 @@ class EngineTests:
                                            round(self.viewport[1] * self.scale)))
         image = pngread.decode(png)
         self.assertEqual(image.size, (width, height))
+        # a screenshot of known pixels decodes to exactly those pixels
+        self.assertEqual(self.session.execute(PATTERN_JS), list(self.viewport))
+        png = self.session.screenshot()
+        image = pngread.decode(png)
+        width, height = self.viewport
+        shown = [bytes(image.rgba[4 * width * y:4 * width * (y + 1)]) for y in range(height)]
+        drawn = pattern(width, height)
+        wrong = [y for y in range(height)
+                 if shown[y][0::4] != drawn[y][0::3] or shown[y][1::4] != drawn[y][1::3]
+                 or shown[y][2::4] != drawn[y][2::3]]
+        self.assertEqual(wrong[:10], [], "%d rows differ from what the page drew (PNG filters %s)"
+                         % (len(wrong), sorted(pngread.filter_types(png))))
         # the engine's own PNG encoder, our decoder, exact pixels
         answer = self.session.execute(CANVAS_PNG_JS)
         prefix = "data:image/png;base64,"
