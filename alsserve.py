@@ -1876,10 +1876,13 @@ class History:
     loop and listed on it.
 
     A new history's first id is ``first_id``, by default the time in
-    milliseconds: a new history (another web folder, a history folder
-    removed between nights) never reuses the URLs of an earlier one, which
-    a cache in front may still hold as immutable.
+    milliseconds (and above every id this process gave): a new history
+    (another web folder, a history folder removed between nights) never
+    reuses the URLs of an earlier one, which a cache in front may still
+    hold as immutable.
     """
+
+    highest_id = 0                      # of every history of this process
 
     def __init__(self, folder, max_frames=HISTORY_FRAMES, max_bytes=HISTORY_BYTES,
                  min_free=HISTORY_MIN_FREE, first_id=None):
@@ -1918,7 +1921,8 @@ class History:
             log.warning("history index in %s unreadable (%s): starting a new history", self.folder, error)
             records = []
         if self.next_id is None:        # a new history
-            self.next_id = self.first_id if self.first_id is not None else int(time.time() * 1000)
+            self.next_id = self.first_id if self.first_id is not None else \
+                max(int(time.time() * 1000), History.highest_id + 1)
         frames = []
         for record in records:
             try:
@@ -1988,6 +1992,7 @@ class History:
         with self._lock:
             frame = HistoryFrame(self.next_id, when, stack_size, exposure, len(body), ext, self.session)
             self.next_id += 1
+            History.highest_id = max(History.highest_id, frame.id)
         path = self.path_of(frame)      # written outside the lock: listing() never waits on it
         atomic_write(path, body)
         os.utime(path, (when, when))    # Last-Modified: when it became live

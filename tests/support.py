@@ -2,6 +2,7 @@
 ports, raw HTTP exchanges and a minimal WebSocket client on plain sockets."""
 
 import collections
+import json
 import logging
 import os
 import shutil
@@ -225,6 +226,41 @@ class WSClient:
             return self.sock.recv(1) == b""
         except ConnectionResetError:
             return True
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def wait_until(predicate, timeout=5.0):
+    """Poll predicate until it is true or timeout passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.005)
+    return predicate()
+
+
+def next_json(ws, timeout=5.0):
+    """The next text message of a WSClient, decoded (pings are skipped)."""
+    while True:
+        opcode, _, payload = ws.recv_frame(timeout)
+        if opcode == alsserve.Opcode.TEXT:
+            return json.loads(payload.decode("utf-8"))
+        if opcode == alsserve.Opcode.CLOSE:
+            raise ConnectionError("server closed the WebSocket")
+
+
+def next_announcement(ws, timeout=5.0):
+    """The next announcement: the frame message that precedes new_image
+    (None when the image is no history frame), and the new_image."""
+    message = next_json(ws, timeout)
+    frame = None
+    if message.get("type") == "frame":
+        frame, message = message, next_json(ws, timeout)
+    return frame, message
 
 
 def http_get(port, path="/", timeout=5.0, host="127.0.0.1"):

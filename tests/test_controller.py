@@ -23,8 +23,8 @@ import unittest
 from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from support import (ASSETS, ROOT, alsserve, free_port, http_get, make_jpeg,  # noqa: E402
-                     read_response_head, ws_handshake_request, ws_open)
+from support import (ASSETS, ROOT, alsserve, free_port, http_get, make_jpeg, next_announcement,  # noqa: E402
+                     next_json, read, read_response_head, wait_until, ws_handshake_request, ws_open)
 
 TEXT, CLOSE = alsserve.Opcode.TEXT, alsserve.Opcode.CLOSE
 NEW_IMAGE = {"type": "new_image"}
@@ -32,42 +32,8 @@ DISCONNECT = {"type": "disconnect"}
 ZERO_METRICS = b'{"STACK_SIZE": 0, "EXPO": "0:00:00"}'
 
 
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
 def open_fds():
     return len(os.listdir("/proc/self/fd"))
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
-
-
-def next_json(ws, timeout=5.0):
-    """The next text message of a WSClient, decoded (pings are skipped)."""
-    while True:
-        opcode, _, payload = ws.recv_frame(timeout)
-        if opcode == TEXT:
-            return json.loads(payload.decode("utf-8"))
-        if opcode == CLOSE:
-            raise ConnectionError("server closed the WebSocket")
-
-
-def next_announcement(ws, timeout=5.0):
-    """The next announcement: the frame message that precedes new_image
-    (None when the image is no history frame), and the new_image."""
-    message = next_json(ws, timeout)
-    frame = None
-    if message.get("type") == "frame":
-        frame, message = message, next_json(ws, timeout)
-    return frame, message
 
 
 class Browser(threading.Thread):

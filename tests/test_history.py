@@ -14,41 +14,13 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support import LogCapture, free_port, make_jpeg, make_png, ws_open  # noqa: E402
+from support import (LogCapture, free_port, make_jpeg, make_png, next_announcement,  # noqa: E402
+                     read, wait_until, ws_open)
 
 import alsserve  # noqa: E402
 from alsserve import History  # noqa: E402
 
 NEW_IMAGE = {"type": "new_image"}
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def wait_until(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
-def next_text(ws, timeout=5.0):
-    while True:
-        opcode, _, payload = ws.recv_frame(timeout)
-        if opcode == alsserve.Opcode.TEXT:
-            return json.loads(payload.decode("utf-8"))
-
-
-def next_announcement(ws, timeout=5.0):
-    """(frame message or None, the new_image after it)."""
-    message = next_text(ws, timeout)
-    if message.get("type") == "frame":
-        return message, next_text(ws, timeout)
-    return None, message
 
 
 class FolderCase(unittest.TestCase):

@@ -17,16 +17,11 @@ import unittest
 from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from support import ASSETS, alsserve, free_port, http_get, make_jpeg  # noqa: E402
+from support import ASSETS, alsserve, free_port, http_get, make_jpeg, read  # noqa: E402
 
 ALS_ICON_NAMES = ["%s_%s.png" % (button, state)
                   for button in ("fullpage", "home", "zoomin", "zoomout")
                   for state in ("grouphover", "hover", "pressed", "rest")]
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def tree(folder):
