@@ -2627,6 +2627,13 @@ class ImageServer:
 
     def _start_thread(self, sock, routes, assets_dir):
         site = Site(self.web_folder, routes, **self.site_options)
+        # The live image in memory before the first browser: it loads at
+        # once, and a moment without the file (ALS on Windows removes it
+        # before renaming the next one onto it) is covered from the start.
+        live = routes.live_path if routes.bundle is not None else os.path.join(self.web_folder, IMAGE_NAME)
+        snapshot = read_whole_snapshot(live) if live else None
+        if snapshot is not None and len(snapshot.body) <= site.files.cache.file_limit:
+            site.files.cache.put(live, snapshot)
         waiting = waiting_image_path(assets_dir)
         announcer = Announcer(site, routes, self.web_folder, read_file(waiting) if waiting else None)
         thread = SiteThread(site)

@@ -1065,7 +1065,7 @@ class TornImageTests(HardeningCase):
             started = time.monotonic()
             write(self.versions[count % len(self.versions)])
             count += 1
-            stop.wait(max(0.0, 0.01 - (time.monotonic() - started)))
+            stop.wait(max(0.0, 0.005 - (time.monotonic() - started)))
         return count
 
     def download_many(self, count, threads=4):
@@ -1091,7 +1091,9 @@ class TornImageTests(HardeningCase):
                 seen = self.download_many(self.DOWNLOADS)
             finally:
                 stop.set()
-            self.assertGreater(writes.result(), 20)
+            # (downloads come from memory now, so they take less time: the
+            # writer must keep pace for the check to mean something)
+            self.assertGreater(writes.result(), 10)
         self.assertEqual(len(seen), self.DOWNLOADS)
         bad = [item for item in seen if item[0] != 200 or not isinstance(item[1], int)]
         self.assertEqual(bad[:5], [], "%d of %d downloads were not a written version" % (len(bad), len(seen)))
