@@ -19,6 +19,11 @@ ways, so that both sides of the proxy can be checked.
   - hop-by-hop headers (Connection, Upgrade, Keep-Alive, Transfer-Encoding)
     are right on the client side and on the upstream side.
 
+Two expected failures name what alsserve gets wrong behind a proxy today
+(an Upgrade field in a 426 without "Connection: upgrade"; frame URLs that a
+new history reuses although they are served immutable); each turns into an
+unexpected success, which fails the run, once alsserve is fixed.
+
 Needs Debian's nginx-light and chromium (.ci/run installs them) and
 tests/requirements-extra.txt (`make venv`); run with `make interop`. Fails,
 rather than skips, when nginx is missing.
@@ -418,6 +423,34 @@ class HopByHopTest(NginxCase):
         self.assertEqual(status, 426)
         self.assertEqual(tokens(fields, "upgrade"), ["websocket"])
         self.assertIn("upgrade", tokens(fields, "connection"))
+
+
+class FrameUrlTest(NginxCase):
+
+    @unittest.expectedFailure
+    def test_a_new_history_never_reuses_a_cached_frame_url(self):
+        # Frames are served immutable for a year, so nginx (and browsers) keep
+        # them by URL. A second web folder, or a history folder removed
+        # between nights, starts again at history/1.jpg: the viewers then get
+        # the cached image of the first history, not the new one.
+        proxy = Connection(self.nginx.subpath_port)
+        self.addCleanup(proxy.close)
+        shown = []
+        for seed in (1, 2):
+            folder = tempfile.mkdtemp(prefix="alsserve-nginx-web-")
+            self.addCleanup(shutil.rmtree, folder, True)
+            server = alsserve.ImageServer(folder, port=self.alsserve_port, displayed_address="ip:127.0.0.1",
+                                          bind="127.0.0.1", ping_interval=PING_INTERVAL)
+            server.start()
+            image = make_image(65536, seed)
+            server.publish_image(image)
+            deadline = time.monotonic() + 5
+            while not server.history and time.monotonic() < deadline:
+                time.sleep(0.01)
+            status, _fields, body = proxy.request("GET", "/als/" + server.history[-1]["url"])
+            server.stop(0.2)
+            shown.append((status, body == image))
+        self.assertEqual(shown, [(200, True), (200, True)])
 
 
 @unittest.skipIf(websockets is None, "the websockets library is not installed (make venv)")
