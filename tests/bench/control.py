@@ -1,6 +1,6 @@
 """One server under test, in its own process, driven by run.py over stdin.
 
-    python control.py KIND PORT FOLDER     KIND: alsserve | aiohttp | websockets
+    python control.py KIND PORT FOLDER     KIND: alsserve | aiohttp | websockets | floor
 
 The server runs in its own thread and event loop (as ALS runs it); this
 process's main thread is "the caller's thread": it calls the server's notify
@@ -19,12 +19,24 @@ lines on stdout; the first line out is {"ready": ...} once the server serves.
       thread: the least any send loop on this machine can cost
   {"cmd": "text", "size"}            broadcast one text message of size bytes
   {"cmd": "clients"}                 -> {"clients": n, "stalled": n with unsent bytes}
+  {"cmd": "image", "mode", "size", "seed"} -> {"t0": monotonic before the call, "call": s}
+      a new image (imageclients.make_image(size, seed), built before t0) made
+      live the way the caller of that server does it: mode "publish" is
+      alsserve's publish_image(bytes); "write_notify" writes web_image.jpg as
+      ALS's Save module does (ALZweb_image.jpg, then os.rename) and notifies
+      (alsserve: notify_browsers_about_new_image(); aiohttp: send_message);
+      the floor keeps the bytes in memory and announces them
+  {"cmd": "access_count", "size"}    (alsserve only) -> {"count": n}: 200
+      responses of exactly size bytes in alsserve's access log (logger
+      alsserve.access) since the last access_count
   {"cmd": "stop"}                    -> {"stop": s}
   {"cmd": "quit"}
 """
 import asyncio
 import base64
+import collections
 import json
+import logging
 import os
 import sys
 import threading
@@ -32,7 +44,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 BROADCASTS = []                 # durations of the server's send loop
+
+from imageclients import make_image  # noqa: E402
+
+
+def write_like_als(folder, data):
+    """ALS's Save module: the temporary name in the same folder, then a rename."""
+    temporary = os.path.join(folder, "ALZweb_image.jpg")
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.rename(temporary, os.path.join(folder, "web_image.jpg"))
 
 
 def timed(function):
@@ -55,8 +78,10 @@ class AlsServe:
     def __init__(self, port, folder):
         sys.path.insert(0, ROOT)
         import alsserve
+        self.folder = folder
         self.server = alsserve.ImageServer(folder, port=port)
         self.server.start()
+        self.served = None      # response length -> count, once access_count is used
         site = self.server._site
         site.hub.broadcast = timed(site.hub.broadcast)
         self.notify = self.server.notify_browsers_about_new_image
@@ -67,6 +92,31 @@ class AlsServe:
         site = self.server._site
         clients = list(site.hub.clients) if site is not None else []
         return len(clients), sum(1 for c in clients if c.transport.get_write_buffer_size() or c.pending)
+
+    def image(self, mode, data):
+        if mode == "publish":
+            self.server.publish_image(data)
+        else:
+            write_like_als(self.folder, data)
+            self.server.notify_browsers_about_new_image()
+
+    def access_count(self, size):
+        """The request log is off until the first call (it costs a line per request)."""
+        if self.served is None:
+            served = self.served = collections.Counter()
+
+            class Count(logging.Handler):
+                def emit(self, record):
+                    status, length = record.args[-2:]     # '%s "%s" %d %d': peer, line, status, length
+                    if status == 200:
+                        served[length] += 1
+
+            access = logging.getLogger("alsserve.access")
+            access.setLevel(logging.INFO)
+            access.propagate = False
+            access.addHandler(Count())
+        count, self.served[size] = self.served[size], 0
+        return count
 
     def send_floor(self):
         import alsserve
@@ -104,9 +154,14 @@ class AiohttpPeer(ThreadedPeer):
     def __init__(self, port, folder):
         sys.path.insert(0, HERE)
         import peer_aiohttp
+        self.folder = folder
         server = peer_aiohttp.Server(folder, port)
         server._broadcast = timed_coroutine(server._broadcast)
         self.run(server)
+
+    def image(self, mode, data):
+        write_like_als(self.folder, data)       # ALS 0.7: save, then send_message
+        self.notify()
 
     def clients(self):
         transports = list(self.server.transports.values())
@@ -127,7 +182,19 @@ class WebsocketsPeer(ThreadedPeer):
         return len(conns), sum(1 for c in conns if c.transport.get_write_buffer_size())
 
 
-KINDS = {"alsserve": AlsServe, "aiohttp": AiohttpPeer, "websockets": WebsocketsPeer}
+class FloorPeer(ThreadedPeer):
+    def __init__(self, port, folder):
+        import peer_floor
+        self.run(peer_floor.Server(port))
+
+    def image(self, mode, data):
+        self.server.publish(data)
+
+    def clients(self):
+        return len(self.server.websockets), 0
+
+
+KINDS = {"alsserve": AlsServe, "aiohttp": AiohttpPeer, "websockets": WebsocketsPeer, "floor": FloorPeer}
 
 
 def reply(obj):
@@ -161,6 +228,14 @@ def main():
                 idle_loop.call_soon_threadsafe(len, "")
                 floor.append(time.perf_counter() - p0)
             reply({"calls": calls, "floor": floor})
+        elif cmd == "image":
+            data = make_image(msg["size"], msg["seed"])
+            t0 = time.monotonic()
+            p0 = time.perf_counter()
+            server.image(msg["mode"], data)
+            reply({"t0": t0, "call": time.perf_counter() - p0})
+        elif cmd == "access_count":
+            reply({"count": server.access_count(msg["size"])})
         elif cmd == "send_floor":
             reply({"floor": server.send_floor()})
         elif cmd == "bcast":

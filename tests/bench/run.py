@@ -30,8 +30,10 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 BUILD = os.path.join(ROOT, "build")
 PY = sys.executable
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "interop"))
 
 import alsserve  # noqa: E402
+import nginx_recipe  # noqa: E402
 
 BIG_IMAGE_SIZE = 3 * 1024 * 1024
 HTTP_KINDS = ("alsserve", "aiohttp", "http.server")
@@ -49,6 +51,22 @@ STALL_ROUNDS = 5
 START_ROUNDS = 5
 IMPORT_ROUNDS = 7
 STOP_ROUNDS = 3
+# (9)-(10) a fresh image to N viewers, each with a WebSocket and a keep-alive
+# HTTP connection; (11) the same through nginx with the README's recipe.
+VIEWER_COUNTS = (30, 100)
+VIEWER_ROUNDS = 15              # per case and N, after one warm-up round
+VIEWER_CASES = (                # server, how the caller makes the image live, how clients follow
+    ("alsserve", "publish", "viewer"),
+    ("alsserve", "write_notify", "als"),
+    ("alsserve", "write_notify", "viewer"),
+    ("alsserve", "publish", "als"),
+    ("aiohttp", "write_notify", "als"),
+    ("floor", "publish", "viewer"),
+    ("floor", "publish", "als"),
+)
+NGINX_VIEWERS = 200
+NGINX_IMAGES = 10
+NGINX_ALS_IMAGES = 5
 
 
 def log(message):
@@ -554,6 +572,166 @@ def stop_case(kind, folder, errdir, rounds):
     return {"median": statistics.median(durations), "left_open": left_open}
 
 
+# -- a fresh image to many viewers -----------------------------------------------
+
+def cpu_seconds(pid):
+    """User + system CPU seconds of a process, all its threads (/proc/PID/stat)."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_viewers(errdir, name):
+    return Child([PY, os.path.join(HERE, "imageclients.py")], name, errdir)
+
+
+def viewer_folder(workdir, name):
+    """A web folder of its own for each server: they all write web_image.jpg."""
+    folder = os.path.join(workdir, name)
+    os.makedirs(folder)
+    alsserve.publish_assets(alsserve.DEFAULT_ASSETS_DIR, folder)
+    replace_image(folder, make_jpeg(BIG_IMAGE_SIZE, 0))
+    alsserve.write_metrics(folder, 12, 360)
+    return folder
+
+
+class SeedCounter:
+    def __init__(self):
+        self.seed = 1000
+
+    def next(self):
+        self.seed += 1
+        return self.seed
+
+
+SEEDS = SeedCounter()
+
+
+def viewer_round(server, viewers, mode, style, n, timeout=30.0):
+    """One new image: the caller's command (t0 in the server process), then
+    every viewer fetches it. (seconds t0 -> last complete body, CPU seconds
+    of the server process meanwhile, bad or missing bodies, the answer)."""
+    seed = SEEDS.next()
+    viewers.call({"cmd": "arm", "size": BIG_IMAGE_SIZE, "seed": seed, "style": style})
+    cpu0 = cpu_seconds(server.pid)
+    sent = server.call({"cmd": "image", "mode": mode, "size": BIG_IMAGE_SIZE, "seed": seed})
+    got = viewers.call({"cmd": "wait", "timeout": timeout}, timeout + 30)
+    cpu = cpu_seconds(server.pid) - cpu0
+    elapsed = got["last"] - sent["t0"] if got["done"] == n and got["last"] is not None else None
+    if elapsed is not None:
+        got["announce"] = got["announced_first"] - sent["t0"]       # command -> first viewer told
+        got["delivery"] = got["last"] - got["announced_first"]      # first viewer told -> last body
+    return elapsed, cpu, n - got["good"], got
+
+
+def viewer_cases(workdir, errdir):
+    """(9), (10): the three servers up at once, each with its own viewers;
+    rounds interleaved across the cases."""
+    kinds = sorted({kind for kind, _mode, _style in VIEWER_CASES})
+    ports = {kind: free_port() for kind in kinds}
+    servers, swarms = {}, {}
+    result = {}
+    try:
+        for kind in kinds:
+            servers[kind] = start_server(kind, ports[kind], viewer_folder(workdir, "viewers-" + kind), errdir)
+            swarms[kind] = start_viewers(errdir, "viewers-" + kind)
+        connected = 0
+        for n in VIEWER_COUNTS:
+            for kind in kinds:
+                answer = swarms[kind].call({"cmd": "connect", "port": ports[kind], "n": n - connected}, 120)
+                if answer["connected"] != n:
+                    raise RuntimeError("%s: %d of %d viewers connected" % (kind, answer["connected"], n))
+                wait_server_clients(servers[kind], n)
+            connected = n
+            times = {case: [] for case in VIEWER_CASES}
+            parts = {case: ([], []) for case in VIEWER_CASES}
+            cpu = {case: 0.0 for case in VIEWER_CASES}
+            bad = {case: 0 for case in VIEWER_CASES}
+            for i in range(VIEWER_ROUNDS + 1):
+                for case in VIEWER_CASES:
+                    kind, mode, style = case
+                    elapsed, seconds, wrong, got = viewer_round(servers[kind], swarms[kind], mode, style, n)
+                    if i:                   # round 0 warms up
+                        bad[case] += wrong
+                        cpu[case] += seconds
+                        times[case].append(elapsed)     # None: some viewer missed it
+                        if elapsed is not None:
+                            parts[case][0].append(got["announce"])
+                            parts[case][1].append(got["delivery"])
+                    time.sleep(0.05)
+            for case in VIEWER_CASES:
+                key = "%s/%s/%s/%d" % (case + (n,))
+                rounds = times[case]
+                times[case] = [x for x in rounds if x is not None]
+                figures = {"median": statistics.median(times[case]) if times[case] else None,
+                           "min": min(times[case]) if times[case] else None,
+                           "rounds": rounds,
+                           "announce": statistics.median(parts[case][0]) if times[case] else None,
+                           "delivery": statistics.median(parts[case][1]) if times[case] else None,
+                           "cpu_per_100": 100 * cpu[case] / (VIEWER_ROUNDS * n), "bad": bad[case]}
+                result[key] = figures
+                log("%s: fresh 3 MB image to %d viewers: median %.1f ms (min %.1f; told %.1f + delivered %.1f); "
+                    "%.2f CPU s per 100 images%s"
+                    % (key, n, _ms(figures["median"]), _ms(figures["min"]), _ms(figures["announce"]),
+                       _ms(figures["delivery"]), figures["cpu_per_100"],
+                       "; %d bad bodies" % bad[case] if bad[case] else ""))
+    finally:
+        for child in list(swarms.values()) + list(servers.values()):
+            child.close()
+    return result
+
+
+def nginx_rounds(server, viewers, port, prefix, style, n, rounds, mode="publish"):
+    viewers.call({"cmd": "close_all"})
+    answer = viewers.call({"cmd": "connect", "port": port, "n": n, "prefix": prefix, "style": style}, 120)
+    if answer["connected"] != n:
+        raise RuntimeError("%d of %d viewers connected" % (answer["connected"], n))
+    wait_server_clients(server, n)
+    server.call({"cmd": "access_count", "size": BIG_IMAGE_SIZE})       # from now on
+    times, counts, bad = [], [], 0
+    for _ in range(rounds):
+        elapsed, _cpu, wrong, _got = viewer_round(server, viewers, mode, style, n, 60.0)
+        bad += wrong
+        if elapsed is not None:
+            times.append(elapsed)
+        time.sleep(0.2)         # a stray late request still falls in this round
+        counts.append(server.call({"cmd": "access_count", "size": BIG_IMAGE_SIZE})["count"])
+    return {"median": statistics.median(times) if times else None,
+            "p95": percentile(times, 95) if times else None,
+            "counts": counts, "bad": bad, "rounds": rounds}
+
+
+def nginx_cases(workdir, errdir):
+    """(11) alsserve behind nginx configured by the README: 200 viewers as our
+    viewer follows images, then the same viewers straight to alsserve; ALS's
+    page (web_image.jpg?timestamp=) through the root-location variant."""
+    port = free_port()
+    server = start_server("alsserve", port, viewer_folder(workdir, "viewers-nginx"), errdir)
+    viewers = start_viewers(errdir, "viewers-nginx")
+    proxy = nginx_recipe.Nginx(port, worker_processes=os.cpu_count() or 1, access_log=False)
+    result = {}
+    try:
+        proxy.start()
+        result["proxied"] = nginx_rounds(server, viewers, proxy.subpath_port, "/als/", "viewer",
+                                         NGINX_VIEWERS, NGINX_IMAGES)
+        result["direct"] = nginx_rounds(server, viewers, port, "/", "viewer", NGINX_VIEWERS, NGINX_IMAGES)
+        result["als_page"] = nginx_rounds(server, viewers, proxy.root_port, "/", "als", NGINX_VIEWERS,
+                                          NGINX_ALS_IMAGES, mode="write_notify")
+        for key, figures in result.items():
+            log("nginx %s: %d viewers, full image responses from alsserve per image %s; command -> last "
+                "viewer median %.0f ms (p95 %.0f)%s" % (
+                    key, NGINX_VIEWERS, figures["counts"], _ms(figures["median"]), _ms(figures["p95"]),
+                    "; %d bad bodies" % figures["bad"] if figures["bad"] else ""))
+    except BaseException:
+        log("nginx logs:\n" + proxy.logs())
+        raise
+    finally:
+        viewers.close()
+        server.close()
+        proxy.cleanup()
+    return result
+
+
 # -- start-up ----------------------------------------------------------------
 
 def _import_times(code):
@@ -767,7 +945,88 @@ def build_table(r):
                                                  if stop["alsserve"]["left_open"] else ""),
           "aiohttp (ALS 0.7 stop)", "%.3f" % stop["aiohttp"]["median"], fmt(q, "%.2fx"), "< 0.3 s",
           verdict(stop["alsserve"]["median"] < 0.3 and not stop["alsserve"]["left_open"]))
+    viewer_rows(t, r.get("viewers"), r.get("nginx"))
     return t
+
+
+CASE_LABELS = {
+    ("alsserve", "publish", "viewer"): "publish_image(), viewer clients (GET frame url)",
+    ("alsserve", "write_notify", "als"): "write + notify, ALS clients (GET web_image.jpg?timestamp=)",
+    ("alsserve", "write_notify", "viewer"): "write + notify, viewer clients",
+    ("alsserve", "publish", "als"): "publish_image(), ALS clients",
+}
+PEER_LABELS = {
+    ("aiohttp", "write_notify", "als"): "aiohttp (ALS 0.7: write, send_message), ALS clients",
+    ("floor", "publish", "viewer"): "floor (bare asyncio, image in memory), viewer clients",
+    ("floor", "publish", "als"): "floor (bare asyncio, image in memory), ALS clients",
+}
+
+
+def paired_ratio(ours, theirs):
+    """Median of the per-round ratios: the rounds of all cases are taken in
+    turn, so round i of each ran under the same load of the machine."""
+    pairs = [a / b for a, b in zip(ours, theirs) if a is not None and b]
+    return statistics.median(pairs) if pairs else None
+
+
+def viewer_rows(t, viewers, proxied):
+    """(9) fresh image to N viewers, (10) CPU, (11) through nginx."""
+    if viewers:
+        def cell(f):
+            return "%.1f (%.1f + %.1f)" % (_ms(f["median"]), _ms(f["announce"]), _ms(f["delivery"])) + (
+                "; %d bad" % f["bad"] if f["bad"] else "")
+
+        aiohttp = ("aiohttp", "write_notify", "als")
+        for n in VIEWER_COUNTS:
+            get = lambda case: viewers["%s/%s/%s/%d" % (case + (n,))]     # noqa: E731
+            for case, label in CASE_LABELS.items():
+                ours = get(case)
+                floor = ("floor", "publish", case[2])
+                main = case in (("alsserve", "publish", "viewer"), ("alsserve", "write_notify", "als"))
+                for peer in (floor, aiohttp) if main else (floor,):
+                    theirs = get(peer)
+                    q = paired_ratio(ours["rounds"], theirs["rounds"])
+                    if peer[0] == "floor":
+                        target, ok = "<= 1.1x", q is not None and q <= 1.1 and not ours["bad"]
+                    else:
+                        target, ok = "< 1x (ahead)", q is not None and q < 1 and not ours["bad"]
+                    t.add("9 fresh 3 MB image to %d viewers (WebSocket + keep-alive HTTP each): %s" % (n, label),
+                          "ms command -> last viewer holds the whole body, median of %d (command -> first "
+                          "viewer told + first told -> last body); ratio: median of the per-round ratios"
+                          % VIEWER_ROUNDS,
+                          cell(ours), PEER_LABELS[peer], cell(theirs), fmt(q, "%.2fx"),
+                          target if main else "info", verdict(ok) if main else "n/a")
+        # (10) CPU of the server process, over both N
+        def cpu(case):
+            runs = [viewers["%s/%s/%s/%d" % (case + (n,))] for n in VIEWER_COUNTS]
+            return sum(f["cpu_per_100"] * n for f, n in zip(runs, VIEWER_COUNTS)) / sum(VIEWER_COUNTS)
+
+        for case in (("alsserve", "publish", "viewer"), ("alsserve", "write_notify", "als")):
+            for peer in (aiohttp, ("floor", "publish", case[2])):
+                q = ratio(cpu(case), cpu(peer))
+                t.add("10 CPU of the server process per 100 delivered 3 MB images: %s" % CASE_LABELS[case],
+                      "CPU s (utime + stime, all threads, /proc/PID/stat)", "%.2f" % cpu(case),
+                      PEER_LABELS[peer], "%.2f" % cpu(peer), fmt(q, "%.2fx"), "info", "n/a")
+    if proxied:
+        p, d, a = proxied["proxied"], proxied["direct"], proxied["als_page"]
+
+        def counts(f):
+            return "max %d, mean %.1f" % (max(f["counts"]), statistics.mean(f["counts"])) + (
+                " (%d bad)" % f["bad"] if f["bad"] else "")
+
+        label = "11 through nginx (README recipe, /als/), %d viewers x %d new images as our viewer follows them" % (
+            NGINX_VIEWERS, NGINX_IMAGES)
+        t.add(label, "full image responses sent by alsserve per image (its access log)", counts(p),
+              "same viewers straight to alsserve", counts(d), fmt(ratio(statistics.mean(p["counts"]),
+                                                                        statistics.mean(d["counts"])), "%.3fx"),
+              "<= 3 per image", verdict(max(p["counts"]) <= 3 and not p["bad"]))
+        t.add(label, "ms command -> last viewer holds the whole body, median (p95)",
+              "%.0f (%.0f)" % (_ms(p["median"]), _ms(p["p95"])), "same viewers straight to alsserve",
+              "%.0f (%.0f)" % (_ms(d["median"]), _ms(d["p95"])), fmt(ratio(p["median"], d["median"]), "%.2fx"),
+              "info", "n/a")
+        t.add("11 ALS's page through nginx (root variant), %d viewers x %d images (web_image.jpg?timestamp=)"
+              % (NGINX_VIEWERS, NGINX_ALS_IMAGES), "full image responses sent by alsserve per image; ms to the last",
+              "%s; %.0f ms" % (counts(a), _ms(a["median"])), "-", "-", "-", "info (no-cache: passed)", "n/a")
 
 
 # -- main --------------------------------------------------------------------
@@ -775,6 +1034,7 @@ def build_table(r):
 def main():
     nofile = raise_nofile()
     have_wrk = ensure_wrk()
+    have_nginx = nginx_recipe.ensure_nginx(log)
     os.makedirs(BUILD, exist_ok=True)
     workdir = tempfile.mkdtemp(prefix="alsserve-bench-")
     errdir = os.path.join(workdir, "logs")
@@ -785,7 +1045,7 @@ def main():
     os.environ["PYTHONPYCACHEPREFIX"] = os.path.join(workdir, "pycache")
     load_before = os.getloadavg()
     log("work folder %s, RLIMIT_NOFILE %d, wrk %s" % (workdir, nofile, "yes" if have_wrk else "no"))
-    results = {"http": {}, "ws": {}, "rss": {}, "import": {}, "start": {}, "stop": {}}
+    results = {"http": {}, "ws": {}, "rss": {}, "import": {}, "start": {}, "stop": {}, "viewers": {}, "nginx": {}}
     try:
         folder = make_web_folder(workdir)
         # (1)-(3) HTTP, (4) fan-out, (5) notify cost, (6) memory
@@ -810,6 +1070,10 @@ def main():
         # (8) STOP
         results["stop"]["alsserve"] = stop_case("alsserve", folder, errdir, STOP_ROUNDS)
         results["stop"]["aiohttp"] = stop_case("aiohttp", folder, errdir, 1)
+        # (9)-(11) a fresh image to many viewers, directly and through nginx
+        results["viewers"] = viewer_cases(workdir, errdir)
+        if have_nginx:
+            results["nginx"] = nginx_cases(workdir, errdir)
     except BaseException:
         log("failed; child logs in %s" % errdir)
         raise
@@ -835,6 +1099,17 @@ def main():
         "%d MiB before the others connected. Import times are the new top-level imports' cumulative "
         "-X importtime, bytecode cached for both." % (
             WRK_PASSES, WRK_PASS_SECONDS, STALL_FILL // (1024 * 1024)),
+        "",
+        "Rows 9-11: each viewer (imageclients.py, raw sockets on epoll, its own process) holds a WebSocket and "
+        "a keep-alive HTTP connection and fetches the new image when told: viewer clients GET the frame "
+        "message's url as our viewer does, ALS clients GET web_image.jpg?timestamp= on new_image as ALS's page "
+        "does; every body is checked byte for byte. The command is timed in the server's process from the "
+        "moment the caller holds the new bytes: publish_image(bytes); write + notify writes web_image.jpg as "
+        "ALS's Save module does (ALZweb_image.jpg, then rename) and notifies; the floor (peer_floor.py) keeps "
+        "the bytes in memory, sends the same two messages and answers each GET with one write. CPU is the "
+        "server process's utime + stime over the rounds. Row 11 runs nginx with the README's recipe "
+        "(nginx_recipe.py), %d worker processes, and counts full responses in alsserve's access log; nginx's "
+        "cache lock lets waiting requests look again every 500 ms, which sets its latency." % (os.cpu_count() or 1),
     ]
     text = "\n".join(header) + table.markdown() + "\n" + "\n".join(notes) + "\n"
     with open(os.path.join(BUILD, "bench.md"), "w") as f:
