@@ -959,11 +959,15 @@ class FileCache:
         self._loading = {}              # path -> Task reading the file
         self._unstable = {}             # path -> (key, since when) of an incomplete copy
         self._vanished = {}             # path -> since when the file is missing
+        self._pinned = {}               # path -> copy served whatever the file holds, until settled
         self._total = 0
         self.disk_reads = 0
 
     async def get(self, path, st):
         self._vanished.pop(path, None)
+        pinned = self._pinned.get(path)
+        if pinned is not None:
+            return pinned
         entry = self._entries.get(path)
         if entry is not None and entry.key == stat_key(st):
             self._entries[path] = self._entries.pop(path)
@@ -982,10 +986,25 @@ class FileCache:
         self._vanished.pop(path, None)
         self._store(path, entry)
 
+    def pin(self, path, entry):
+        """Serve this copy of path before its file is written (publish_image
+        announces first): whatever the file holds until settle()."""
+        self._pinned[path] = entry
+
+    def settle(self, path, entry, key):
+        """The file of a pinned copy is written (key: its stat key; None: the
+        write failed, the file is the truth again)."""
+        if self._pinned.get(path) is entry:
+            del self._pinned[path]
+            if key is not None:
+                self.put(path, FileSnapshot(key, entry.body, key[2] / 1e9))
+            else:
+                self._entries.pop(path, None)
+
     def vanished(self, path, now):
         """The last copy of a file that is missing now, while it has been
         missing for less than VANISHED_GRACE; else None."""
-        entry = self._entries.get(path)
+        entry = self._pinned.get(path) or self._entries.get(path)
         if entry is None or entry.body is None:
             return None
         if now - self._vanished.setdefault(path, now) > VANISHED_GRACE:
@@ -1032,6 +1051,7 @@ class FileCache:
         self._entries.clear()
         self._unstable.clear()
         self._vanished.clear()
+        self._pinned.clear()
         self._total = 0
 
 
@@ -1732,14 +1752,10 @@ def waiting_image_path(assets_dir):
 
 def publish_waiting_image(web_folder, assets_dir):
     """web_image.jpg becomes the waiting image (atomically: its temporary
-    file is a hidden one, never served, removed on failure); returns its
-    bytes, None when there is no waiting image."""
+    file is a hidden one, never served, removed on failure)."""
     waiting = waiting_image_path(assets_dir)
-    if waiting is None:
-        return None
-    data = read_file(waiting)
-    atomic_write(os.path.join(web_folder, IMAGE_NAME), data)
-    return data
+    if waiting is not None:
+        atomic_write(os.path.join(web_folder, IMAGE_NAME), read_file(waiting))
 
 
 def write_metrics(web_folder, stack_size, total_exposure_seconds):
@@ -1892,6 +1908,8 @@ class History:
         self.min_free = min_free
         self.frames = []                # oldest first
         self.by_url = {}                # url -> HistoryFrame
+        self.pending = {}               # id -> FileSnapshot of a frame whose file is being written
+        self._doomed = []               # files of dropped frames, removed off the loop
         self.session = 1
         self.first_id = first_id
         self.next_id = None             # set by open()
@@ -1938,7 +1956,8 @@ class History:
             self._set_frames(frames)
             self._enforce_budget()
             self._save()
-        keep = {frame.name for frame in frames} | {HISTORY_INDEX}
+            self._doomed = []
+        keep = {frame.name for frame in self.frames} | {HISTORY_INDEX}
         for name in os.listdir(self.folder):
             if name not in keep and (name.endswith(".tmp") or os.path.splitext(name)[0].isdigit()):
                 self._remove(name)
@@ -1972,43 +1991,78 @@ class History:
 
     # -- frames ------------------------------------------------------------
 
-    def add(self, body, ext, when, stack_size=None, exposure=None):
-        """Store a new frame (its file first, then the index); return it, or
-        None when the disk is below the free-space floor or the frame alone
-        is over the byte budget."""
-        if len(body) > self.max_bytes:
+    def reserve(self, body, ext, when, stack_size=None, exposure=None):
+        """A new frame, listed at once and served from memory (``pending``)
+        until store() has written its file; None when the disk is below
+        the free-space floor or the frame alone is over the byte budget."""
+        if len(body) > self.max_bytes or self._disk_is_low(len(body)):
             return None
-        try:
-            free = shutil.disk_usage(self.folder).free
-        except OSError:
-            free = None
-        if free is not None and free - len(body) < self.min_free:
-            if not self._low_disk:
-                log.warning("history: only %d MiB free on the disk of %s, below the %d MiB floor: "
-                            "no new frame is kept", free >> 20, self.folder, self.min_free >> 20)
-            self._low_disk = True
-            return None
-        self._low_disk = False
         with self._lock:
             frame = HistoryFrame(self.next_id, when, stack_size, exposure, len(body), ext, self.session)
             self.next_id += 1
             History.highest_id = max(History.highest_id, frame.id)
-        path = self.path_of(frame)      # written outside the lock: listing() never waits on it
-        atomic_write(path, body)
-        os.utime(path, (when, when))    # Last-Modified: when it became live
-        with self._lock:
+            self.pending[frame.id] = FileSnapshot((frame.id, len(body), int(when * 1e9)), body, when)
             self._set_frames(self.frames + [frame])
             self._enforce_budget()
-            self._save()
         return frame
 
+    def store(self, frame):
+        """Off the event loop: write a reserved frame's file, then the
+        index, and remove the files the budget dropped. Returns the file's
+        stat key (None when the budget dropped the frame meanwhile)."""
+        snapshot = self.pending.get(frame.id)
+        path = self.path_of(frame)
+        if snapshot is not None:
+            try:
+                atomic_write(path, snapshot.body)
+                os.utime(path, (frame.time, frame.time))    # Last-Modified: when it became live
+            except OSError:             # (a full disk): the frame is not kept
+                with self._lock:
+                    self._set_frames([f for f in self.frames if f.id != frame.id])
+                    self.pending.pop(frame.id, None)
+                raise
+        with self._lock:
+            kept = snapshot is not None and frame.url in self.by_url
+            doomed, self._doomed = self._doomed, []
+            self._save()
+        for name in doomed + ([] if kept else [frame.name]):
+            self._remove(name)
+        return stat_key(os.stat(path)) if kept else None
+
+    def release(self, frame):
+        """The frame's file serves it from now on."""
+        self.pending.pop(frame.id, None)
+
+    def add(self, body, ext, when, stack_size=None, exposure=None):
+        """reserve(), store() and release() in one call."""
+        frame = self.reserve(body, ext, when, stack_size, exposure)
+        if frame is not None:
+            self.store(frame)
+            self.release(frame)
+        return frame
+
+    def _disk_is_low(self, size):
+        try:
+            free = shutil.disk_usage(self.folder).free
+        except OSError:
+            return False
+        low = free - size < self.min_free
+        if low and not self._low_disk:
+            log.warning("history: only %d MiB free on the disk of %s, below the %d MiB floor: "
+                        "no new frame is kept", free >> 20, self.folder, self.min_free >> 20)
+        self._low_disk = low
+        return low
+
     def _enforce_budget(self):
+        """Drop the oldest frames beyond the budget; their files are removed
+        by the next store() (or open()), off the event loop."""
         total = sum(frame.bytes for frame in self.frames)
         dropped = 0
         while self.frames[dropped:] and (len(self.frames) - dropped > self.max_frames
                                          or total > self.max_bytes):
             total -= self.frames[dropped].bytes
-            self._remove(self.frames[dropped].name)
+            self._doomed.append(self.frames[dropped].name)
+            self.pending.pop(self.frames[dropped].id, None)
             dropped += 1
         if dropped:
             self._set_frames(self.frames[dropped:])
@@ -2306,6 +2360,10 @@ class Routes:
                 frame = history.find("/".join(segments))
                 if frame is None:
                     raise HTTPError(404, "no such history frame")
+                pending = history.pending.get(frame.id)
+                if pending is not None:         # announced before its file is written
+                    return Route(snapshot=pending, content_type=content_type_for(frame.name),
+                                 cache_control=IMMUTABLE)
                 return Route(path=history.path_of(frame), cache_control=IMMUTABLE)
         if self.bundle is not None:
             if segments == [IMAGE_NAME]:
@@ -2331,14 +2389,31 @@ def bundle_files(assets_dir):
     return files
 
 
+class PublishedImage:
+    """An image publish_image() announces while it writes the file: the
+    file's stat key once it is in place (None until then, or when the write
+    failed), and the snapshot pinned in the cache meanwhile."""
+
+    __slots__ = ("key", "snapshot", "written")
+
+    def __init__(self):
+        self.key = self.snapshot = None
+        self.written = False
+
+
 class Announcer:
-    """Makes each new image live, in order, one at a time: its snapshot is
-    served from memory (publish_image hands over the bytes; otherwise the
-    file is read once and checked whole, off the event loop), it becomes a
-    history frame (unless it is the same image again, or the waiting
-    image), and only then are the browsers told: the frame message, then
-    ALS's unchanged new_image. Requests return at once, from any thread;
-    notifies that pile up while one is read count once."""
+    """Makes each new image live, in order, one at a time, and only then
+    tells the browsers (the frame message, then ALS's unchanged new_image):
+
+    - its bytes are served from memory at once: publish_image hands them
+      over (and writes the file meanwhile); after a notify the file is read
+      once and checked whole, off the event loop;
+    - it becomes a history frame, served from memory until its file is
+      written off the loop (not for the same image again, nor the waiting
+      image).
+
+    Requests return at once, from any thread; notifies that pile up while
+    one is read count once."""
 
     def __init__(self, site, routes, web_folder, waiting_body=None):
         self.site = site
@@ -2349,16 +2424,24 @@ class Announcer:
         self.last_body = None           # the live image's bytes (dedup of frames)
         self.last_frame_id = None       # the frame holding them, if any
         self._queue = collections.deque()
+        self._written = collections.deque()
         self._running = False
 
-    def request(self, path, data=None, key=None, keep=True):
-        """path holds a new image; data and key: its bytes and stat key when
-        already in hand. keep=False: not a frame (the waiting image)."""
-        item = (path, data, key, keep)
+    def request(self, path, data=None, keep=True, published=None):
+        """path holds a new image. data: its bytes, already in hand
+        (publish_image, whose file is being written: published). keep=False:
+        not a frame (the waiting image)."""
+        item = (path, data, keep, published)
         if data is None and self._queue and self._queue[-1] == item:
             return                      # this notify is already waiting
         self._queue.append(item)
         self.site.waker.request(self._start)
+
+    def written(self, path, published):
+        """publish_image's file is in place (or failed): from any thread."""
+        published.written = True
+        self._written.append((path, published))
+        self.site.waker.request(self._settle)
 
     def _start(self):
         if not self._running:
@@ -2369,61 +2452,87 @@ class Announcer:
         loop = self.site.loop
         try:
             while self._queue and not self.site.hub.stopping:
-                path, data, key, keep = self._queue.popleft()
+                path, data, keep, published = self._queue.popleft()
                 try:
-                    prepared = await loop.run_in_executor(None, self._prepare, path, data, key, keep)
+                    if data is None:
+                        snapshot = await loop.run_in_executor(None, read_whole_snapshot, path)
+                    else:
+                        now = time.time()
+                        snapshot = FileSnapshot((0, len(data), int(now * 1e9)), data, now)
+                    self._announce(path, snapshot, keep, published)
                 except Exception:
-                    log.exception("new image %s could not be prepared", path)
-                    prepared = None, None, None, None
-                self._announce(path, *prepared)
+                    log.exception("new image %s could not be announced", path)
         finally:
             self._running = False
 
-    def _prepare(self, path, data, key, keep):
-        """Off the event loop: the image's snapshot, its history frame if it
-        is a new one, and the id of the frame now live (None: not a frame)."""
-        snapshot = read_whole_snapshot(path) if data is None else FileSnapshot(key, data, key[2] / 1e9)
-        if snapshot is None:
-            return None, None, None, None
-        body, history, frame, frame_key = snapshot.body, self.history, None, None
-        if history is not None and self.last_body is None:
-            last = history.last()           # after a restart: is it still the live image?
-            if last is not None and last.bytes == len(body):
-                self.last_body, self.last_frame_id = read_file(history.path_of(last)), last.id
+    def _settle(self):
+        while self._written:
+            path, published = self._written.popleft()
+            if published.snapshot is not None:
+                self.site.files.cache.settle(path, published.snapshot, published.key)
+
+    def _announce(self, path, snapshot, keep, published):
+        """On the loop: serve the new copy, keep the frame, tell the browsers."""
+        site, history = self.site, self.history
+        if site.hub.stopping:
+            return
+        if snapshot is None:            # stayed incomplete: browsers get what is served
+            site.hub.broadcast(NEW_IMAGE_MESSAGE)
+            return
+        cache = site.files.cache
+        if published is not None and not published.written:
+            published.snapshot = snapshot
+            cache.pin(path, snapshot)
+        elif published is not None:
+            if published.key is not None:
+                cache.put(path, FileSnapshot(published.key, snapshot.body, published.key[2] / 1e9))
+        else:
+            cache.put(path, snapshot)
+        if self.routes.bundle is not None:
+            self.routes.live_path = path
+        frame = self._new_frame(path, snapshot.body, keep)
+        if history is not None:
+            history.set_live(self.last_frame_id)
+            live = history.frame(self.last_frame_id)
+            if live is not None:
+                site.hub.broadcast(json.dumps(dict(live.as_json(), type="frame")))
+        site.hub.broadcast(NEW_IMAGE_MESSAGE)
+        log.info("new image %s (%.1f MB), %d browsers", os.path.basename(path),
+                 len(snapshot.body) / 1e6, len(site.hub.clients))
+        if frame is not None:
+            stored = site.loop.run_in_executor(None, history.store, frame)
+            stored.add_done_callback(lambda future: self._stored(frame, future))
+
+    def _new_frame(self, path, body, keep):
+        """The history frame of a new image, None for the same image again
+        or the waiting image (last_frame_id: the frame now live)."""
         if not keep or body == self.waiting_body:
             self.last_frame_id = None
         elif body != self.last_body:
             self.last_frame_id = None
-            if history is not None:
+            if self.history is not None:
                 ext = ".png" if content_type_for(path) == "image/png" else ".jpg"
-                frame = history.add(body, ext, time.time(), *read_metrics(self.web_folder))
+                frame = self.history.reserve(body, ext, time.time(), *read_metrics(self.web_folder))
                 if frame is not None:
-                    frame_key = stat_key(os.stat(history.path_of(frame)))
                     self.last_frame_id = frame.id
+                self.last_body = body
+                return frame
         self.last_body = body
-        return snapshot, frame, frame_key, self.last_frame_id
+        return None
 
-    def _announce(self, path, snapshot, frame, frame_key, live_id):
-        """On the loop: serve the new copies, then tell the browsers."""
-        site, history = self.site, self.history
-        if site.hub.stopping:
-            return
-        live = None
-        if snapshot is not None:
-            site.files.cache.put(path, snapshot)
-            if self.routes.bundle is not None:
-                self.routes.live_path = path
-            if frame is not None:
-                site.files.cache.put(history.path_of(frame), FileSnapshot(frame_key, snapshot.body, frame.time))
-            if history is not None:
-                history.set_live(live_id)
-                live = history.frame(live_id)
-        if live is not None:
-            site.hub.broadcast(json.dumps(dict(live.as_json(), type="frame")))
-        site.hub.broadcast(NEW_IMAGE_MESSAGE)
-        if snapshot is not None:
-            log.info("new image %s (%.1f MB), %d browsers", os.path.basename(path),
-                     len(snapshot.body) / 1e6, len(site.hub.clients))
+    def _stored(self, frame, future):
+        """On the loop: the frame's file is written; its copy in the cache
+        serves it from now on (no disk read)."""
+        history = self.history
+        try:
+            key = future.result()
+        except Exception:
+            log.exception("history frame %d could not be written", frame.id)
+            key = None
+        snapshot = history.pending.get(frame.id)
+        if key is not None and snapshot is not None:
+            self.site.files.cache.put(history.path_of(frame), FileSnapshot(key, snapshot.body, frame.time))
+        history.release(frame)
 
 
 class SiteThread:
@@ -2636,6 +2745,13 @@ class ImageServer:
             site.files.cache.put(live, snapshot)
         waiting = waiting_image_path(assets_dir)
         announcer = Announcer(site, routes, self.web_folder, read_file(waiting) if waiting else None)
+        if snapshot is not None:        # what is live now: after a restart, maybe the last frame
+            announcer.last_body = snapshot.body
+            last = routes.history.last() if routes.history is not None else None
+            if last is not None and last.bytes == len(snapshot.body) \
+                    and read_file(routes.history.path_of(last)) == snapshot.body:
+                announcer.last_frame_id = last.id
+                routes.history.set_live(last.id)
         thread = SiteThread(site)
         thread.start(sock)
         self._thread, self._loop, self._site, self._announcer = thread, thread.loop, site, announcer
@@ -2664,9 +2780,9 @@ class ImageServer:
             raise ValueError("%s is not in the web folder %s" % (path, self.web_folder))
         self._request(announcer, os.path.abspath(path))
 
-    def _request(self, announcer, path, data=None, key=None, keep=True):
+    def _request(self, announcer, path, data=None, keep=True, published=None):
         try:
-            announcer.request(path, data, key, keep)
+            announcer.request(path, data, keep, published)
         except RuntimeError:            # the loop closed in between: stopped
             pass
 
@@ -2688,13 +2804,23 @@ class ImageServer:
             data = read_file(os.fspath(data_or_path))
         check_jpeg(data)
         path = os.path.join(self._writable_folder(), IMAGE_NAME)
-        atomic_write(path, data)
-        self._announce_written(path, data)
+        self._publish_bytes(path, data)
 
-    def _announce_written(self, path, data, keep=True):
-        announcer = self._announcer
+    def _publish_bytes(self, path, data, keep=True):
+        """Announce the bytes (served from memory at once) and write the
+        file meanwhile: the announcement does not wait for the disk."""
+        announcer, published = self._announcer, PublishedImage()
         if announcer is not None:
-            self._request(announcer, path, data, stat_key(os.stat(path)), keep)
+            self._request(announcer, path, data, keep, published)
+        try:
+            atomic_write(path, data)
+            published.key = stat_key(os.stat(path))
+        finally:
+            if announcer is not None:
+                try:
+                    announcer.written(path, published)
+                except RuntimeError:    # the loop closed in between: stopped
+                    pass
 
     def update_metrics(self, stack_size, total_exposure_seconds):
         """Atomically rewrite data.json. Browsers re-read it on the next notify."""
@@ -2704,12 +2830,12 @@ class ImageServer:
         """New session: the waiting image and zero metrics come back, a new
         history starts, then notify."""
         folder = self._writable_folder()
-        waiting = publish_waiting_image(folder, self._assets_folder())
         write_metrics(folder, 0, 0)
         if self._history is not None:
             self._history.new_session()
+        waiting = waiting_image_path(self._assets_folder())
         if waiting is not None:
-            self._announce_written(os.path.join(folder, IMAGE_NAME), waiting, keep=False)
+            self._publish_bytes(os.path.join(folder, IMAGE_NAME), read_file(waiting), keep=False)
 
     def _writable_folder(self):
         if self.read_only:

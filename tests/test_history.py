@@ -325,6 +325,8 @@ class HistoryOverHTTPTest(HistoryServerCase):
         frames = self.server.history
         self.assertEqual([f["id"] for f in frames], ids)
         history_folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
+        # Frames are written just after they are announced (served from memory meanwhile).
+        self.assertTrue(wait_until(lambda: len(os.listdir(history_folder)) == 41), os.listdir(history_folder))
         kept = [read(os.path.join(history_folder, "%d.jpg" % f["id"])) for f in frames]
         self.assertEqual(sorted(kept), sorted(published))
         self.assertEqual(sorted(os.listdir(history_folder)),
@@ -419,6 +421,59 @@ class AnnouncementTest(HistoryServerCase):
         next_announcement(ws)
         time.sleep(0.3)
         self.assertLessEqual(len(reads), 2, reads)
+
+    def test_publish_image_announces_before_the_disk_write_ends(self):
+        # The 3 MB replace of web_image.jpg can take 10 ms and more (ext4
+        # flushes on a rename over a file): browsers do not wait for it.
+        ws = self.browser()
+        old = make_jpeg(3000, b"\x01")
+        self.server.publish_image(old)
+        next_announcement(ws)
+        new = make_jpeg(3 * 1024 * 1024, b"\x02")
+        real_write, entered, release = alsserve.atomic_write, threading.Event(), threading.Event()
+
+        def slow_write(path, data):
+            if path.endswith("web_image.jpg"):
+                entered.set()
+                release.wait(10)
+            real_write(path, data)
+
+        with mock.patch.object(alsserve, "atomic_write", slow_write):
+            publisher = threading.Thread(target=self.server.publish_image, args=(new,))
+            publisher.start()
+            self.assertTrue(entered.wait(5))
+            frame, _ = next_announcement(ws)            # while the file is still the old one
+            self.assertEqual(read(os.path.join(self.folder, "web_image.jpg")), old)
+            self.assertEqual(self.get("/web_image.jpg?timestamp=1")[2], new)
+            self.assertEqual(self.get("/" + frame["url"])[2], new)
+            release.set()
+            publisher.join(10)
+        self.assertEqual(read(os.path.join(self.folder, "web_image.jpg")), new)
+        self.assertEqual(self.get("/web_image.jpg?timestamp=2")[2], new)
+        folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
+        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(folder, frame["url"][8:]))))
+        self.assertEqual(read(os.path.join(folder, frame["url"][8:])), new)
+
+    def test_a_failed_write_gives_the_file_back(self):
+        old = make_jpeg(3000, b"\x01")
+        self.server.publish_image(old)
+        self.assertTrue(wait_until(lambda: len(self.server.history) == 1))
+
+        def disk_full(path, data):
+            raise OSError(28, "No space left on device")
+
+        logs = LogCapture(("alsserve",)).install(self)
+        with mock.patch.object(alsserve, "atomic_write", disk_full):
+            with self.assertRaises(OSError):
+                self.server.publish_image(make_jpeg(4000, b"\x03"))
+            # The frame's own write (off the loop, just after) fails too.
+            self.assertTrue(wait_until(lambda: any("could not be written" in r.getMessage()
+                                                   for r in logs.records)))
+        self.assertTrue(wait_until(lambda: self.get("/web_image.jpg?timestamp=3")[2] == old),
+                        "the unwritten image is still served as web_image.jpg")
+        self.assertEqual(len(self.server.history), 1, "an unwritten frame is listed")
+        for frame in self.server.history:
+            self.assertEqual(self.get("/" + frame["url"])[2], old)
 
     def test_a_torn_image_is_not_announced_as_a_frame(self):
         ws = self.browser()
