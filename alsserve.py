@@ -6,15 +6,20 @@ web folder, and tells every connected browser over a WebSocket (``/ws``) the
 moment a new image is ready, so phones around the telescope see the image grow
 without polling.
 
+Each new image is also kept as a frame of the night's history (on disk,
+within a budget), listed at ``history.json`` and served, never changing, at
+``history/<id>.jpg``: the viewer's timeline, and what lets a cache in front
+(nginx) serve hundreds of viewers from one request.
+
 Standard library only, Python >= 3.8. Use it three ways::
 
     python -m alsserve --demo                      # try it
-    python -m alsserve -d /path/to/web/folder      # next to any stacking program
+    python -m alsserve -d /path/to/folder          # watch mode: next to any stacking program
 
-    import alsserve                                # from ALS or any program
+    import alsserve                                # ALS mode: from ALS or any program
     server = alsserve.ImageServer("/path/to/web/folder", port=8000)
     url = server.start()
-    server.publish_image(jpeg_bytes)               # atomic write + notify
+    server.publish_image(jpeg_bytes)               # served from memory, announced, written
     server.update_metrics(stack_size=12, total_exposure_seconds=360)
     server.stop()
 
@@ -28,9 +33,12 @@ is above it:
    cache, snapshots, replies), the WebSocket hub (clients, broadcast,
    keepalive, close) and the site (accepts connections, reads requests,
    writes replies, start and STOP)
-5. web folder publishing (assets, data.json, the image, atomic writes)
-6. controller (thread, port bind, displayed address, start/stop, notify)
-7. command line (``main()``), with the terminal QR code, watch and demo modes
+5. web folder publishing (atomic writes, assets, data.json, the history)
+6. controller: displayed address and port bind, the routes beyond the web
+   folder, the announcer of new images, the loop's thread, ImageServer
+   (START, STOP, publish) and ALS's Server facade
+7. command line (``main()``): watch mode's folder watcher, the demo, the
+   terminal QR code, the night's output
 """
 
 import argparse
@@ -1673,7 +1681,7 @@ class Site:
 
 
 # =============================================================================
-# 5. Web folder publishing: assets, data.json, the image, atomic writes
+# 5. Web folder publishing: atomic writes, assets, data.json, the history
 # =============================================================================
 
 def replace_file(source, target, attempts=100, pause=0.01):
@@ -1833,6 +1841,8 @@ def check_jpeg(data):
                          % len(data))
     return data
 
+
+# -- 5b. The history of the night: frames on disk within a budget ---------------
 
 def read_metrics(web_folder):
     """(stack size, exposure "H:MM:SS") from the folder's data.json, or
@@ -2114,8 +2124,10 @@ class History:
 
 
 # =============================================================================
-# 6. Controller: thread, port bind, displayed address, start/stop, notify
+# 6. Controller: addresses and port, routes, announcer, thread, START/STOP
 # =============================================================================
+
+# -- 6a. The displayed address and the port --------------------------------------
 
 # UDP "connect" sends no packet; it only asks the kernel which local address
 # routes to a target. A public target finds the default route; private and
@@ -2336,6 +2348,8 @@ def get_host_ip():
     return resolve_displayed_address("auto")
 
 
+# -- 6b. New images: the routes beyond the web folder, the announcer -------------
+
 class Routes:
     """The URLs a server answers from somewhere else than its web folder.
 
@@ -2534,6 +2548,8 @@ class Announcer:
             self.site.files.cache.put(history.path_of(frame), FileSnapshot(key, snapshot.body, frame.time))
         history.release(frame)
 
+
+# -- 6c. The running server: its thread, ImageServer, ALS's facade --------------
 
 class SiteThread:
     """A Site on its own event loop, in a thread named ``alsserve``: start()
