@@ -1925,6 +1925,7 @@ class History:
         self.next_id = None             # set by open()
         self.live = None                # id of the frame shown as the live image
         self._lock = threading.Lock()
+        self._store_lock = threading.Lock()
         self._listing = None            # FileSnapshot of history.json, rebuilt after a change
         self._started = int(time.time() * 1000)     # with _version: the listing's ETag
         self._version = 0
@@ -2017,27 +2018,33 @@ class History:
         return frame
 
     def store(self, frame):
-        """Off the event loop: write a reserved frame's file, then the
-        index, and remove the files the budget dropped. Returns the file's
-        stat key (None when the budget dropped the frame meanwhile)."""
-        snapshot = self.pending.get(frame.id)
-        path = self.path_of(frame)
-        if snapshot is not None:
-            try:
-                atomic_write(path, snapshot.body)
-                os.utime(path, (frame.time, frame.time))    # Last-Modified: when it became live
-            except OSError:             # (a full disk): the frame is not kept
-                with self._lock:
-                    self._set_frames([f for f in self.frames if f.id != frame.id])
-                    self.pending.pop(frame.id, None)
-                raise
-        with self._lock:
-            kept = snapshot is not None and frame.url in self.by_url
-            doomed, self._doomed = self._doomed, []
-            self._save()
-        for name in doomed + ([] if kept else [frame.name]):
-            self._remove(name)
-        return stat_key(os.stat(path)) if kept else None
+        """Off the event loop: remove the files the budget dropped, write a
+        reserved frame's file, then the index; one store at a time, so the
+        folder never holds more than the budget. Returns the file's stat key
+        (None when the budget dropped the frame meanwhile)."""
+        with self._store_lock:
+            with self._lock:
+                doomed, self._doomed = self._doomed, []
+            for name in doomed:
+                self._remove(name)
+            snapshot = self.pending.get(frame.id)
+            path = self.path_of(frame)
+            if snapshot is not None:
+                try:
+                    atomic_write(path, snapshot.body)
+                    os.utime(path, (frame.time, frame.time))    # Last-Modified: when it became live
+                except OSError:         # (a full disk): the frame is not kept
+                    with self._lock:
+                        self._set_frames([f for f in self.frames if f.id != frame.id])
+                        self.pending.pop(frame.id, None)
+                    raise
+            with self._lock:
+                kept = snapshot is not None and frame.url in self.by_url
+                self._save()
+            if not kept:
+                self._remove(frame.name)
+                return None
+            return stat_key(os.stat(path))
 
     def release(self, frame):
         """The frame's file serves it from now on."""
