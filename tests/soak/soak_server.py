@@ -308,7 +308,9 @@ class HistorySoakTest(support.ServerTestCase):
         start, middle, end = rss[0], max(rss[third:2 * third]), max(rss[2 * third:])
         print("\nhistory soak: %d publishes in %.1f s; %d frames, %.1f MiB on disk; RSS %d -> %d -> %d KiB"
               % (HISTORY_PUBLISHES, elapsed, len(frames), disk / 2 ** 20, start, middle, end), file=sys.stderr)
-        self.assertLess(end - start, (alsserve.CACHE_TOTAL_LIMIT >> 10) + 32 * 1024, "beyond the cache limit")
+        # (publishing 500 images a second, images wait in the announcer's
+        # queue and as frames to write: generous bound, the cache twice)
+        self.assertLess(end - start, 2 * (alsserve.CACHE_TOTAL_LIMIT >> 10), "far beyond the cache limit")
         self.assertLess(end - middle, 16 * 1024, "server memory grew with the history")
         # A restart reads the same history back.
         self.server.stop()
