@@ -1718,34 +1718,40 @@ def atomic_write(path, data):
         raise
 
 
+def bundle_files(assets_dir):
+    """URL path -> file of a viewer bundle: what START publishes (no hidden
+    files, no demo frames), served in place by watch mode."""
+    files = {}
+    for folder, subfolders, names in os.walk(assets_dir):
+        relative = os.path.relpath(folder, assets_dir)
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
+                               and not (relative == "." and d in UNPUBLISHED_ASSET_FOLDERS))
+        for name in names:
+            if not name.startswith(".") and content_type_for(name) is not None:
+                url = name if relative == "." else relative.replace(os.sep, "/") + "/" + name
+                files[url] = os.path.join(folder, name)
+    return files
+
+
 def publish_assets(assets_dir, web_folder):
     """Copy the viewer bundle into the web folder; return the files written.
 
     Every file is refreshed when its content differs (untouched files keep
-    their dates, so browsers' caches stay valid). Hidden files and the demo
-    frames are not published; the waiting image only becomes web_image.jpg
-    through ensure_image().
+    their dates, so browsers' caches stay valid). The waiting image only
+    becomes web_image.jpg through publish_waiting_image().
     """
     written = []
-    for folder, subfolders, files in os.walk(assets_dir):
-        relative = os.path.relpath(folder, assets_dir)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                               and not (relative == "." and d in UNPUBLISHED_ASSET_FOLDERS))
-        target_folder = os.path.normpath(os.path.join(web_folder, relative))
-        for name in sorted(files):
-            if name.startswith("."):
+    for url, source in sorted(bundle_files(assets_dir).items()):
+        data = read_file(source)
+        target = os.path.join(web_folder, *url.split("/"))
+        try:
+            if read_file(target) == data:
                 continue
-            data = read_file(os.path.join(folder, name))
-            target = os.path.join(target_folder, name)
-            try:
-                with open(target, "rb") as f:
-                    if f.read() == data:
-                        continue
-            except OSError:
-                pass
-            os.makedirs(target_folder, exist_ok=True)
-            atomic_write(target, data)
-            written.append(target)
+        except OSError:
+            pass
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        atomic_write(target, data)
+        written.append(target)
     return written
 
 
@@ -2387,27 +2393,12 @@ class Routes:
                                  cache_control=IMMUTABLE)
                 return Route(path=history.path_of(frame), cache_control=IMMUTABLE)
         if self.bundle is not None:
-            if segments == [IMAGE_NAME]:
+            if segments == [IMAGE_NAME] and self.live_path is not None:
                 return Route(path=self.live_path)
             path = self.bundle.get("/".join(segments))
             if path is not None:
                 return Route(path=path)
         return None
-
-
-def bundle_files(assets_dir):
-    """URL path -> file of a viewer bundle: what START publishes (no hidden
-    files, no demo frames), served in place by watch mode."""
-    files = {}
-    for folder, subfolders, names in os.walk(assets_dir):
-        relative = os.path.relpath(folder, assets_dir)
-        subfolders[:] = sorted(d for d in subfolders if not d.startswith(".")
-                               and not (relative == "." and d in UNPUBLISHED_ASSET_FOLDERS))
-        for name in names:
-            if not name.startswith(".") and content_type_for(name) is not None:
-                url = name if relative == "." else relative.replace(os.sep, "/") + "/" + name
-                files[url] = os.path.join(folder, name)
-    return files
 
 
 class PublishedImage:
