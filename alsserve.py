@@ -1165,9 +1165,7 @@ class StaticFiles:
         """The FileReply for a GET or HEAD of a file, or HTTPError."""
         segments = split_target(request.target)
         route = self.routes(segments) if self.routes is not None else None
-        cache_control = NO_CACHE
-        if route is not None:
-            cache_control = route.cache_control
+        cache_control = route.cache_control if route is not None else NO_CACHE
         if route is not None and route.snapshot is not None:
             entry, content_type, path = route.snapshot, route.content_type, None
         else:
