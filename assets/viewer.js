@@ -347,7 +347,9 @@
         shown.key = t.key; done = true; finish(true, true); return;
       }
       var url = URL.createObjectURL(r.response), im = new Image(), settled = false;
-      im.decoding = 'async';
+      // decoded when first drawn, at the size drawn (decode() would keep a
+      // full-size copy); sync: the frame that drops the old image draws this one
+      im.decoding = 'sync';
       im.alt = 'Live stacked image';
       im.draggable = false;
       function ready() {
@@ -355,7 +357,7 @@
         settled = true; done = true;
         if (im.naturalWidth > 0) { swap(im, url, meta); finish(true); } else { URL.revokeObjectURL(url); finish(false); }
       }
-      im.onload = function () { if (im.decode) im.decode().then(ready, ready); else ready(); };
+      im.onload = ready;
       im.onerror = function () { if (!settled) { settled = true; done = true; URL.revokeObjectURL(url); finish(false); } };
       im.src = url;
     };

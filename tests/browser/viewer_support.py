@@ -86,30 +86,49 @@ def demo_frame(n):
     return (DEMO / ("frame%02d.jpg" % n)).read_bytes()
 
 
-def noise_jpeg(width, height, seed=0, sigma=30, quality=85, tint=(1.0, 1.0, 1.0)):
-    """A JPEG of sky-like noise (Pillow, from tests/browser/requirements.txt).
-    6000x4000 at sigma 30 and quality 85 is about 11.3 MB, like ALS's output.
-    seed moves a bright block so that two images differ visibly."""
-    from PIL import Image, ImageDraw
-    channels = []
-    for k in range(3):
-        noise = Image.effect_noise((width, height), sigma)
-        t = tint[k]
-        channels.append(noise.point(lambda v, t=t: max(0, min(255, int((v - 88) * t)))))
-    img = Image.merge("RGB", channels)
-    draw = ImageDraw.Draw(img)
-    x = (seed * 97) % max(1, width - width // 4)
-    draw.rectangle((x, height // 4, x + width // 5, height // 2), fill=(200, 180, 160))
-    out = io.BytesIO()
-    img.save(out, "JPEG", quality=quality)
-    return out.getvalue()
+JPEG_JS = """async ([w, h, seed, amp, quality, rgb, block]) => {
+  const c = document.createElement('canvas');
+  c.width = w; c.height = h;
+  const g = c.getContext('2d');
+  const rows = Math.max(1, Math.min(h, Math.floor(4e6 / w)));
+  const data = g.createImageData(w, rows), d = data.data;
+  let x = (seed * 2654435761 + 1) >>> 0;
+  for (let y = 0; y < h; y += rows) {
+    for (let i = 0; i < d.length; i += 4) {
+      x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+      const n = (x & 255) * amp / 255;
+      d[i] = rgb[0] + n; d[i + 1] = rgb[1] + n * 0.8; d[i + 2] = rgb[2] + n * 0.9; d[i + 3] = 255;
+    }
+    g.putImageData(data, 0, y);
+  }
+  if (block) {
+    g.fillStyle = 'rgb(220,200,180)';
+    g.fillRect((seed * 97) % Math.max(1, w - w / 4), h / 4, w / 5, h / 4);
+  }
+  const blob = await new Promise(r => c.toBlob(r, 'image/jpeg', quality));
+  c.width = c.height = 0;
+  const bytes = new Uint8Array(await blob.arrayBuffer());
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 32768) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 32768));
+  return btoa(s);
+}"""
 
 
-def solid_jpeg(width, height, rgb, quality=90):
-    from PIL import Image
-    out = io.BytesIO()
-    Image.new("RGB", (width, height), rgb).save(out, "JPEG", quality=quality)
-    return out.getvalue()
+def make_jpeg(width, height, seed=0, noise=0, rgb=(0, 0, 0), quality=0.85, block=True):
+    """A JPEG drawn and encoded by Chromium (canvas.toBlob): a dark sky with
+    deterministic noise of amplitude `noise` and, with block, a bright
+    rectangle whose place depends on seed (so two images differ visibly).
+    6000x4000 with noise 130 at quality 0.85 is about 11.3 MB, like ALS's output."""
+    browser = acquire_browser()
+    try:
+        page = browser.new_page()
+        try:
+            b64 = page.evaluate(JPEG_JS, [width, height, seed, noise, quality, list(rgb), block])
+        finally:
+            page.close()
+    finally:
+        release_browser()
+    return base64.b64decode(b64)
 
 
 # ------------------------------------------------------------ process memory
