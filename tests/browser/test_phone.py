@@ -7,6 +7,8 @@ import os
 import re
 import time
 import unittest
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 from viewer_support import (PHONE, PHONE_LANDSCAPE, TABLET, SubPathProxy, TcpProxy, ViewerTestCase,
@@ -192,8 +194,14 @@ class MetricsTests(ViewerTestCase):
         self.assertTrue(self.page.is_visible("#metrics"))
         self.assertEqual(self.text("#stack"), "Stack: 5")
         self.assertEqual(self.text("#expo"), "Expo: 0:02:30")
-        # and gone again when the file goes
+        # and gone again when the file goes (the server still serves a vanished
+        # file for 5 s: ALS on Windows removes it before renaming the new one)
         os.remove(os.path.join(self.folder, "data.json"))
+        try:
+            urllib.request.urlopen(self.url + "data.json", timeout=5).read()
+        except urllib.error.HTTPError:
+            pass                        # the 5 s run from the first request that misses it
+        self.page.wait_for_timeout(5500)
         self.server.publish_image(demo_frame(3))
         self.wait_for("s.stack === null", 5000)
         self.assertFalse(self.page.is_visible("#metrics"))

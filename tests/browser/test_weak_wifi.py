@@ -15,6 +15,7 @@ import unittest
 
 from viewer_support import PHONE, ViewerTestCase, acquire_browser, make_jpeg, release_browser
 
+IMAGE = re.compile(r"/(web_image|history/\d+)\.jpg$")
 RATE = 1.5e6                 # bytes per second
 LATENCY = 50                 # ms
 
@@ -28,6 +29,7 @@ def tearDownModule():
 
 
 class WeakWifiTests(ViewerTestCase):
+    """With the stack history (images through history/<id>.jpg)."""
     context_options = PHONE
 
     def setUp(self):
@@ -73,24 +75,10 @@ class WeakWifiTests(ViewerTestCase):
               % (len(self.images[0]) / 1e6, shown_after, ", ".join("%d%%" % p for p in percents)))
         # how old the image is, from its Last-Modified, by the server's clock
         self.assertRegex(self.text("#age"), r"^updated \d+ s ago$")
-        # an image made long ago is marked stale (a stacker that stopped)
-        path = os.path.join(self.folder, "web_image.jpg")
-        with open(path, "wb") as f:
-            f.write(self.images[1])
-        old = time.time() - 600
-        os.utime(path, (old, old))
-        loads = self.state()["imageLoads"]
-        self.page.evaluate("document.body.classList.add('idle')")
-        self.server.notify_browsers_about_new_image()
-        self.wait_loaded(loads, 15000)
-        self.page.wait_for_timeout(1100)
-        self.assertEqual(self.text("#age"), "no new image for 10 min")
-        self.assertTrue(self.state()["stale"])
-        self.assertEqual(self.page.get_attribute("#age", "class"), "stale")
-        self.assertEqual(self.text("#conn"), "live")
-        self.assertFalse(self.page.evaluate("document.body.classList.contains('idle')"),
-                         "going stale must bring the overlay back")
         self.assert_clean()
+
+    def image_answers(self, mark):
+        return [(status, size) for path, status, size in self.access.images(mark)]
 
     def test_two_announcements_during_one_download_end_on_the_newest(self):
         self.throttle()
@@ -99,12 +87,12 @@ class WeakWifiTests(ViewerTestCase):
         flight = {"now": 0, "max": 0}
 
         def started_request(request):
-            if request.url.endswith("/web_image.jpg"):
+            if IMAGE.search(request.url):
                 flight["now"] += 1
                 flight["max"] = max(flight["max"], flight["now"])
 
         def ended(request):
-            if request.url.endswith("/web_image.jpg"):
+            if IMAGE.search(request.url):
                 flight["now"] -= 1
         self.page.on("request", started_request)
         self.page.on("requestfinished", ended)
@@ -128,12 +116,49 @@ class WeakWifiTests(ViewerTestCase):
         s = self.state()
         self.assertEqual(s["downloads"] - downloads, 2)
         self.assertEqual(s["imageLoads"] - loads, 2)
-        answers = self.access.answers("/web_image.jpg", mark)
+        answers = self.image_answers(mark)
         self.assertEqual(answers, [(200, len(self.images[0])), (200, len(self.images[2]))],
                          "two whole downloads, none restarted")
         self.assertEqual(flight["max"], 1, "more than one download in flight")
         print("\nthrottled: first image %.1f s after its announcement, the newest %.1f s after its own "
               "(2 downloads of %.1f + %.1f MB)" % (first, newest, answers[0][1] / 1e6, answers[1][1] / 1e6))
+        self.assert_clean()
+
+
+class WeakWifiWithoutHistoryTests(WeakWifiTests):
+    """History off (or a server without it): the live image is web_image.jpg,
+    revalidated by its ETag; its Last-Modified is the file's."""
+    server_options = {"history_frames": 0}
+
+    def image_answers(self, mark):
+        self.assertEqual([p for p, status, size in self.access.images(mark)
+                          if p != "/web_image.jpg"], [])
+        return super().image_answers(mark)
+
+    def test_an_old_image_is_marked_stale(self):
+        path = os.path.join(self.folder, "web_image.jpg")
+        with open(path, "wb") as f:
+            f.write(self.images[1])
+        old = time.time() - 600
+        os.utime(path, (old, old))
+        loads = self.state()["imageLoads"]
+        self.page.evaluate("document.body.classList.add('idle')")
+        self.server.notify_browsers_about_new_image()
+        self.wait_loaded(loads, 15000)
+        self.page.wait_for_timeout(1100)
+        self.assertEqual(self.text("#age"), "no new image for 10 min")
+        self.assertTrue(self.state()["stale"])
+        self.assertEqual(self.page.get_attribute("#age", "class"), "stale")
+        self.assertEqual(self.text("#conn"), "live")
+        self.assertFalse(self.page.evaluate("document.body.classList.contains('idle')"),
+                         "going stale must bring the overlay back")
+        # a fresh image: no longer stale
+        loads = self.state()["imageLoads"]
+        self.server.publish_image(self.images[2])
+        self.wait_loaded(loads, 15000)
+        self.page.wait_for_timeout(1100)
+        self.assertRegex(self.text("#age"), r"^updated \d+ s ago$")
+        self.assertFalse(self.state()["stale"])
         self.assert_clean()
 
 

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import logging
+import re
 import os
 import shutil
 import socket
@@ -272,6 +273,9 @@ BOX_JS = """(sel) => { const e = document.querySelector(sel); if (!e) return nul
           visible: r.width > 0 && r.height > 0 && s.visibility !== 'hidden' && s.display !== 'none'}; }"""
 
 
+IMAGE_PATH = re.compile(r"^/(?:[^?]*/)?(?:web_image\.jpg|history/\d+\.jpg)$")
+
+
 class AccessLog(logging.Handler):
     """alsserve's request log, as the server saw it: (method, path, status,
     body bytes) per response. The browser's own view hides revalidations
@@ -291,6 +295,11 @@ class AccessLog(logging.Handler):
         return [(status, size) for method, target, status, size in self.entries[since:]
                 if target.split("?")[0] == path]
 
+    def images(self, since=0):
+        """[(path, status, bytes)] of the image requests: the live image or a history frame."""
+        return [(target.split("?")[0], status, size) for method, target, status, size in self.entries[since:]
+                if IMAGE_PATH.match(target.split("?")[0])]
+
 
 class ViewerTestCase(unittest.TestCase):
     """A fresh web folder, a real alsserve on 127.0.0.1 and a page open on it.
@@ -300,6 +309,7 @@ class ViewerTestCase(unittest.TestCase):
     ready (the condition on alsViewer.state() that setUp waits for)."""
 
     context_options = {"viewport": VIEWPORT}
+    server_options = {}
     init_script = None
     goto = True
     ready = "s.imageLoads >= 1 && s.connection === 'live' && s.stack !== null"
@@ -320,7 +330,8 @@ class ViewerTestCase(unittest.TestCase):
         self.addCleanup(server_log.setLevel, logging.ERROR)
         self.addCleanup(server_log.removeHandler, self.access)
         self.server = alsserve.ImageServer(self.folder, port=self.port,
-                                           displayed_address="ip:127.0.0.1", assets_dir=None)
+                                           displayed_address="ip:127.0.0.1", assets_dir=None,
+                                           **self.server_options)
         self.url = self.server.start()
         self.addCleanup(self.server.stop, 0.5)
         self.assertEqual(self.url, "http://127.0.0.1:%d/" % self.port)
