@@ -30,7 +30,14 @@
   /* ---------------------------------------------------------------- view */
   // zoom is relative to the fitted size; (cx, cy) is the image point (0..1) at
   // the viewport centre. Both survive image swaps (live, scrubbing, playing).
-  var img = null, nw = 0, nh = 0, vw = 1, vh = 1, zoom = 1, cx = 0.5, cy = 0.5;
+  var pic = null, nw = 0, nh = 0, vw = 1, vh = 1, zoom = 1, cx = 0.5, cy = 0.5;
+  // The image is decoded once into an ImageBitmap and drawn into a canvas the
+  // size of the screen; a replaced bitmap is closed at once, so the page holds
+  // one decoded image (with <img> the browser keeps recent decoded copies).
+  // Browsers without createImageBitmap show an <img>.
+  var cv = window.createImageBitmap ? document.createElement('canvas') : null;
+  var g = cv && cv.getContext('2d'), drawing = false;
+  if (g) { cv.id = 'view'; stage.appendChild(cv); } else cv = null;
 
   function measure() {
     vw = stage.clientWidth || window.innerWidth || 1;
@@ -40,10 +47,23 @@
   function scale() { return fitScale() * zoom; }
 
   function render() {
-    if (!img) return;
+    if (!pic) return;
     var s = scale();
     var tx = vw / 2 - cx * nw * s, ty = vh / 2 - cy * nh * s;
-    img.style.transform = 'translate(' + tx.toFixed(2) + 'px,' + ty.toFixed(2) + 'px) scale(' + s.toPrecision(8) + ')';
+    if (!cv) pic.style.transform = 'translate(' + tx.toFixed(2) + 'px,' + ty.toFixed(2) + 'px) scale(' + s.toPrecision(8) + ')';
+    else if (!drawing) { drawing = true; requestAnimationFrame(draw); }   // one draw a frame
+  }
+
+  function draw() {
+    drawing = false;
+    var d = window.devicePixelRatio || 1, w = Math.round(vw * d), h = Math.round(vh * d), s = scale();
+    if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; }
+    g.setTransform(1, 0, 0, 1, 0, 0);
+    g.clearRect(0, 0, w, h);
+    if (!pic) return;
+    g.imageSmoothingQuality = 'medium';
+    g.setTransform(s * d, 0, 0, s * d, (vw / 2 - cx * nw * s) * d, (vh / 2 - cy * nh * s) * d);
+    g.drawImage(pic, 0, 0);
   }
 
   function setView(z, x, y) {
@@ -346,35 +366,34 @@
       if (shown && etag && shown.etag === etag && shown.src === t.src) { // unchanged (304)
         shown.key = t.key; done = true; finish(true, true); return;
       }
-      var url = URL.createObjectURL(r.response), im = new Image(), settled = false;
-      // decoded when first drawn, at the size drawn (decode() would keep a
-      // full-size copy); sync: the frame that drops the old image draws this one
-      im.decoding = 'sync';
-      im.alt = 'Live stacked image';
-      im.draggable = false;
-      function ready() {
-        if (settled) return;
-        settled = true; done = true;
-        if (im.naturalWidth > 0) { swap(im, url, meta); finish(true); } else { URL.revokeObjectURL(url); finish(false); }
+      var url = URL.createObjectURL(r.response), im;
+      done = true;
+      function bad() { URL.revokeObjectURL(url); finish(false); }
+      if (cv) {
+        createImageBitmap(r.response).then(function (b) { swap(b, b.width, b.height, url, meta); finish(true); }, bad);
+        return;
       }
-      im.onload = ready;
-      im.onerror = function () { if (!settled) { settled = true; done = true; URL.revokeObjectURL(url); finish(false); } };
+      im = new Image();
+      im.decoding = 'sync';     // decoded when drawn, at the size drawn
+      im.alt = 'Live stacked image';
+      im.onload = function () { if (im.naturalWidth) { swap(im, im.naturalWidth, im.naturalHeight, url, meta); finish(true); } else bad(); };
+      im.onerror = bad;
       im.src = url;
     };
     r.send();
   }
 
-  function swap(im, url, meta) {
-    var old = img, oldUrl = shown && shown.blobUrl;
-    nw = im.naturalWidth; nh = im.naturalHeight;
-    im.id = 'view';
-    im.setAttribute('width', nw);
-    im.setAttribute('height', nh);
-    img = im;
+  function swap(p, w, h, url, meta) {
+    var old = pic, oldUrl = shown && shown.blobUrl;
+    nw = w; nh = h; pic = p;
     measure();
-    render();          // position the new image before it is shown
-    if (old && old.parentNode === stage) stage.replaceChild(im, old); else stage.appendChild(im);
-    if (old) { old.onload = old.onerror = null; old.removeAttribute('src'); }
+    if (cv) { draw(); if (old) old.close(); } else {
+      p.id = 'view';
+      p.setAttribute('width', w);
+      p.setAttribute('height', h);
+      render();          // position the new image before it is shown
+      if (old) { stage.replaceChild(p, old); old.removeAttribute('src'); } else stage.appendChild(p);
+    }
     if (oldUrl) URL.revokeObjectURL(oldUrl);
     if (meta.id === liveId || meta.id == null) {   // the live image: learn the usual interval
       if (lastMod && meta.mod > lastMod) intervals = meta.mod - lastMod;
@@ -510,9 +529,10 @@
   function applyHistory(h) {
     if (!h || typeof h !== 'object') return;
     var keep = viewIdx >= 0 ? frames[viewIdx] : null;
-    var list = h.frames instanceof Array ? h.frames.filter(validFrame) : [];
     session = h.session == null ? null : h.session;
-    frames = list;
+    frames = (h.frames instanceof Array ? h.frames : []).filter(function (f) {   // this session's
+      return validFrame(f) && (f.session === undefined || f.session === session);
+    });
     liveId = typeof h.live === 'number' ? h.live : null;
     if (keep) { viewIdx = frameIndex(keep.id); if (viewIdx < 0) goLive(); }
     timelineUi();
@@ -698,7 +718,7 @@
         scale: scale(), zoom: zoom, fitScale: fitScale(), centerX: cx, centerY: cy,
         naturalWidth: nw, naturalHeight: nh, viewportWidth: vw, viewportHeight: vh,
         connection: conn, stack: stack, expo: expo, imageLoads: loads, downloads: downloads,
-        imageLoading: !!xhr, imageDirty: dirty, imageUrl: img ? img.src : '',
+        imageLoading: !!xhr, imageDirty: dirty, imageUrl: shown ? shown.blobUrl : '', canvas: !!cv,
         imageSrc: shown ? shown.src : '', imageId: shown ? shown.id : null,
         imageAge: ageMs(), stale: wasStale, progress: prog ? { loaded: prog.loaded, total: prog.total } : null,
         reconnectAttempt: attempt, retryIn: reconnectAt ? Math.max(0, reconnectAt - now()) : null,

@@ -177,8 +177,46 @@ class MemoryTests(unittest.TestCase):
         # the page did show every update, and the newest one is on screen
         s = browser.evaluate("alsViewer.state()")
         self.assertGreaterEqual(s["imageLoads"], UPDATES + 1)
-        self.assertEqual(browser.evaluate("document.querySelectorAll('#stage img').length"), 1)
+        self.assertEqual(browser.evaluate("[document.querySelectorAll('#stage canvas').length, "
+                                          "document.querySelectorAll('#stage img').length]"), [1, 0])
         self.assertTrue(s["imageUrl"].startswith("blob:"))
+
+    def test_time_lapse_of_300_frames_keeps_renderer_memory_flat(self):
+        width, height = 3000, 2000
+        decoded = width * height * 4
+        images = [make_jpeg(width, height, seed=k, noise=60) for k in range(10)]
+        for n in range(300):                 # 300 frames: the history's default budget
+            self.server.update_metrics(n + 1, 10 * (n + 1))
+            self.server.publish_image(images[n % len(images)])
+        deadline = time.monotonic() + 60
+        while len(self.server.history) < 300 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(len(self.server.history), 300)
+        browser = CdpChromium(self.url)
+        self.addCleanup(browser.close)
+        browser.wait("s.imageLoads >= 1 && s.connection === 'live' && s.frames === 300", 30)
+        time.sleep(1)
+        print("\nmemory: before the time-lapse: %s" % self.figures(browser))
+        browser.evaluate("document.getElementById('play').click()")
+        for k in (5, 10, 20):
+            browser.wait("s.imageLoads >= %d" % k, 60)
+            print("memory: after %d frames: %s" % (k, self.figures(browser)))
+        browser.wait("s.playing === true && s.imageLoads >= 31", 60)
+        first = browser.renderer_rss()
+        print("memory: time-lapse of 300 frames (%d bytes each, decoded %d MiB): after 30 frames %s"
+              % (len(images[0]), decoded // MIB, self.figures(browser)))
+        started = time.monotonic()
+        browser.wait("s.imageLoads >= 331", 400)      # one whole loop and 30 frames more
+        last = browser.renderer_rss()
+        s = browser.evaluate("alsViewer.state()")
+        bound = first + 2 * decoded + 64 * MIB
+        print("memory: after 330 frames %s; bound %.0f MiB (after 30 + 2 x %d MiB + 64 MiB); "
+              "300 frames in %.0f s" % (self.figures(browser), bound / MIB, decoded // MIB,
+                                        time.monotonic() - started))
+        self.assertTrue(s["playing"])
+        self.assertLessEqual(last, bound)
+        self.assertEqual(browser.evaluate("[document.querySelectorAll('#stage canvas').length, "
+                                          "document.querySelectorAll('#stage img').length]"), [1, 0])
 
 
 if __name__ == "__main__":

@@ -272,6 +272,7 @@ class ConnectionTests(ViewerTestCase):
         s = self.state()
         self.assertEqual(s["naturalWidth"], 1280, "the last image must stay visible")
         self.assertTrue(self.page.is_visible("#view"))
+        self.assert_drawn((Path(self.folder) / "web_image.jpg").read_bytes(), "the last image")
         self.assertGreater(self.pixels(self.centre_clip())["max"], 70)
         # still "stopped" while the page retries in the background
         self.page.wait_for_timeout(1300)
@@ -355,6 +356,7 @@ class InteractionTests(ViewerTestCase):
         self.page.mouse.move(380, 300, steps=6)
         self.page.mouse.up()
         s1, r1 = self.state(), self.rect()
+        self.assert_drawn((Path(self.folder) / "web_image.jpg").read_bytes(), "the panned image")
         self.assertAlmostEqual(r1["left"] - r0["left"], -120, delta=0.6)
         self.assertAlmostEqual(r1["top"] - r0["top"], -50, delta=0.6)
         self.assertAlmostEqual(s1["centerX"] - s0["centerX"], 120 / (s0["naturalWidth"] * s0["scale"]), places=6)
@@ -408,6 +410,7 @@ class InteractionTests(ViewerTestCase):
         s = self.state()
         self.assertEqual(s["zoom"], 20)
         self.assertAlmostEqual(self.rect()["width"], 20 * s["fitScale"] * s["naturalWidth"], delta=1)
+        self.assert_drawn((Path(self.folder) / "web_image.jpg").read_bytes(), "the image at 20x")
         for _ in range(8):
             self.page.click("#zoomout")
         self.assertEqual(self.state()["zoom"], 0.25)
@@ -418,6 +421,7 @@ class InteractionTests(ViewerTestCase):
         s = self.state()
         self.assertEqual(s["zoom"], 0.25)
         self.assertAlmostEqual(self.rect()["width"], 0.25 * s["fitScale"] * s["naturalWidth"], delta=0.6)
+        self.assert_drawn((Path(self.folder) / "web_image.jpg").read_bytes(), "the image at 0.25x")
 
     def test_double_click_zooms_in_at_the_point(self):
         point = self.image_point_under(700, 200)

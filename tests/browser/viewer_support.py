@@ -247,13 +247,27 @@ PIXELS_JS = """async (b64) => {
           white: white / n, red: r / n, green: gr / n, blue: b / n, grid: grid.map(v => v / (n / 64))};
 }"""
 
-# Draws the displayed <img> and a reference JPEG (given as base64) into
-# canvases and compares them: proves which picture is on screen.
+# Proves which picture is on screen, and where: draws a reference JPEG (given
+# as base64) the way the page's state says the image is placed (zoom, centre)
+# into a canvas the size of the view, and compares it with the view canvas's
+# pixels (both reduced to 256x192). An <img> view is compared whole.
 SAME_PICTURE_JS = """async (b64) => {
   const bin = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
   const ref = await createImageBitmap(new Blob([bin], {type: 'image/jpeg'}));
-  const view = document.getElementById('view');
-  if (!view || view.naturalWidth !== ref.width || view.naturalHeight !== ref.height) return 1e9;
+  await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
+  const s = window.alsViewer.state(), view = document.getElementById('view');
+  if (!view || s.naturalWidth !== ref.width || s.naturalHeight !== ref.height) return 1e9;
+  let expected = ref;
+  if (view.tagName === 'CANVAS') {
+    const c = document.createElement('canvas');
+    c.width = view.width; c.height = view.height;
+    const g = c.getContext('2d'), d = view.width / s.viewportWidth, k = s.scale * d;
+    g.imageSmoothingQuality = 'medium';
+    g.setTransform(k, 0, 0, k, (s.viewportWidth / 2 - s.centerX * s.naturalWidth * s.scale) * d,
+                   (s.viewportHeight / 2 - s.centerY * s.naturalHeight * s.scale) * d);
+    g.drawImage(ref, 0, 0);
+    expected = c;
+  }
   const grab = (src) => {
     const c = document.createElement('canvas');
     c.width = 256; c.height = 192;
@@ -261,7 +275,7 @@ SAME_PICTURE_JS = """async (b64) => {
     g.drawImage(src, 0, 0, 256, 192);
     return g.getImageData(0, 0, 256, 192).data;
   };
-  const a = grab(view), b = grab(ref);
+  const a = grab(view), b = grab(expected);
   let diff = 0;
   for (let i = 0; i < a.length; i++) diff += Math.abs(a[i] - b[i]);
   return diff / a.length;
@@ -391,9 +405,16 @@ class ViewerTestCase(unittest.TestCase):
         self.wait_for("s.imageLoads > %d && !s.imageLoading" % more_than, timeout)
 
     def rect(self):
-        return self.page.evaluate(
-            "(() => { const r = document.getElementById('view').getBoundingClientRect();"
-            " return {left: r.left, top: r.top, width: r.width, height: r.height}; })()")
+        """Where the image is on screen, by the page's state (the view is a
+        canvas the size of the screen; picture_difference checks the pixels
+        are drawn there)."""
+        s = self.state()
+        w, h = s["naturalWidth"] * s["scale"], s["naturalHeight"] * s["scale"]
+        return {"left": s["viewportWidth"] / 2 - s["centerX"] * w, "top": s["viewportHeight"] / 2 - s["centerY"] * h,
+                "width": w, "height": h}
+
+    def assert_drawn(self, jpeg, what="the image"):
+        self.assertLess(self.picture_difference(jpeg), 3, "%s is not drawn where the state says" % what)
 
     def box(self, selector):
         return self.page.evaluate(BOX_JS, selector)
