@@ -12,6 +12,7 @@ test_memory.py, the stack history in test_timeline.py.
 """
 
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -83,6 +84,44 @@ class AssetFileTests(unittest.TestCase):
         head = html[:html.index("<link")]
         self.assertRegex(head, r"<style>[^<]*html[^{]*\{[^}]*background:#000",
                          "dark background must be set before any stylesheet loads")
+
+    def test_keepawake_video_is_h264_and_silent_aac_in_mp4(self):
+        data = (ASSETS / "keepawake.mp4").read_bytes()
+        self.assertLess(len(data), 8 * 1024)
+
+        def boxes(buf, start, end):
+            out, i = [], start
+            while i < end:
+                size, kind = struct.unpack(">I4s", buf[i:i + 8])
+                self.assertGreaterEqual(size, 8)
+                out.append((kind, i + 8, i + size))
+                i += size
+            self.assertEqual(i, end, "boxes do not tile their parent")
+            return out
+        top = boxes(data, 0, len(data))
+        self.assertEqual([k for k, _, _ in top], [b"ftyp", b"moov", b"mdat"])
+        moov = next(b for b in top if b[0] == b"moov")
+        traks = [b for b in boxes(data, moov[1], moov[2]) if b[0] == b"trak"]
+        self.assertEqual(len(traks), 2)
+        self.assertIn(b"avc1", data[traks[0][1]:traks[0][2]])
+        self.assertIn(b"avcC", data[traks[0][1]:traks[0][2]])
+        self.assertIn(b"mp4a", data[traks[1][1]:traks[1][2]])
+        self.assertIn(b"esds", data[traks[1][1]:traks[1][2]])
+
+    @unittest.skipUnless(shutil.which("ffmpeg"), "ffmpeg not installed (an independent decoder check)")
+    def test_keepawake_video_decodes_cleanly_with_ffmpeg(self):
+        path = str(ASSETS / "keepawake.mp4")
+        run = subprocess.run(["ffmpeg", "-v", "error", "-err_detect", "explode", "-i", path, "-f", "null", "-"],
+                             capture_output=True, timeout=60)
+        self.assertEqual((run.returncode, run.stderr), (0, b""))
+        luma = subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-an", "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+                              capture_output=True, timeout=60, check=True).stdout
+        self.assertEqual(len(luma), 10 * 128 * 128)
+        self.assertEqual(set(luma), {0}, "every frame is black")
+        audio = subprocess.run(["ffmpeg", "-v", "error", "-i", path, "-vn", "-f", "s16le", "-"],
+                               capture_output=True, timeout=60, check=True).stdout
+        self.assertGreater(len(audio), 2 * 44100 * 10 - 1)
+        self.assertEqual(set(audio), {0}, "the audio track is silent")
 
     def test_generator_reproduces_icons(self):
         with tempfile.TemporaryDirectory() as out:
