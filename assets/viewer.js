@@ -35,9 +35,10 @@
   // size of the screen; a replaced bitmap is closed at once, so the page holds
   // one decoded image (with <img> the browser keeps recent decoded copies).
   // Browsers without createImageBitmap show an <img>.
+  // #view is an empty box where the image is (geometry for scripts and tests).
   var cv = window.createImageBitmap ? document.createElement('canvas') : null;
-  var g = cv && cv.getContext('2d'), drawing = false;
-  if (g) { cv.id = 'view'; stage.appendChild(cv); } else cv = null;
+  var g = cv && cv.getContext('2d'), drawing = false, box = document.createElement('div');
+  if (g) { cv.id = 'pic'; box.id = 'view'; stage.appendChild(cv); stage.appendChild(box); } else cv = null;
 
   function measure() {
     vw = stage.clientWidth || window.innerWidth || 1;
@@ -50,8 +51,8 @@
     if (!pic) return;
     var s = scale();
     var tx = vw / 2 - cx * nw * s, ty = vh / 2 - cy * nh * s;
-    if (!cv) pic.style.transform = 'translate(' + tx.toFixed(2) + 'px,' + ty.toFixed(2) + 'px) scale(' + s.toPrecision(8) + ')';
-    else if (!drawing) { drawing = true; requestAnimationFrame(draw); }   // one draw a frame
+    (cv ? box : pic).style.transform = 'translate(' + tx.toFixed(2) + 'px,' + ty.toFixed(2) + 'px) scale(' + s.toPrecision(8) + ')';
+    if (cv && !drawing) { drawing = true; requestAnimationFrame(draw); }   // one draw a frame
   }
 
   function draw() {
@@ -387,7 +388,13 @@
     var old = pic, oldUrl = shown && shown.blobUrl;
     nw = w; nh = h; pic = p;
     measure();
-    if (cv) { draw(); if (old) old.close(); } else {
+    if (cv) {
+      box.style.width = w + 'px';
+      box.style.height = h + 'px';
+      render();
+      draw();
+      if (old) old.close();
+    } else {
       p.id = 'view';
       p.setAttribute('width', w);
       p.setAttribute('height', h);

@@ -255,7 +255,7 @@ SAME_PICTURE_JS = """async (b64) => {
   const bin = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
   const ref = await createImageBitmap(new Blob([bin], {type: 'image/jpeg'}));
   await new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)));
-  const s = window.alsViewer.state(), view = document.getElementById('view');
+  const s = window.alsViewer.state(), view = document.getElementById('pic') || document.getElementById('view');
   if (!view || s.naturalWidth !== ref.width || s.naturalHeight !== ref.height) return 1e9;
   let expected = ref;
   if (view.tagName === 'CANVAS') {
@@ -405,13 +405,11 @@ class ViewerTestCase(unittest.TestCase):
         self.wait_for("s.imageLoads > %d && !s.imageLoading" % more_than, timeout)
 
     def rect(self):
-        """Where the image is on screen, by the page's state (the view is a
-        canvas the size of the screen; picture_difference checks the pixels
-        are drawn there)."""
-        s = self.state()
-        w, h = s["naturalWidth"] * s["scale"], s["naturalHeight"] * s["scale"]
-        return {"left": s["viewportWidth"] / 2 - s["centerX"] * w, "top": s["viewportHeight"] / 2 - s["centerY"] * h,
-                "width": w, "height": h}
+        """Where the image is on screen: #view's box (the pixels are in a
+        screen-sized canvas; picture_difference checks they are drawn there)."""
+        return self.page.evaluate(
+            "(() => { const r = document.getElementById('view').getBoundingClientRect();"
+            " return {left: r.left, top: r.top, width: r.width, height: r.height}; })()")
 
     def assert_drawn(self, jpeg, what="the image"):
         self.assertLess(self.picture_difference(jpeg), 3, "%s is not drawn where the state says" % what)
