@@ -1227,7 +1227,12 @@ class WebSocketClient:
             return
         if not self.pending and not self.transport.get_write_buffer_size():
             self.transport.write(frame)
-        elif frame not in self.pending:
+        elif frame in self.pending:
+            # Already waiting: sent once, after what came since (a new_image
+            # after the frame messages it announces, as it was sent).
+            self.pending.remove(frame)
+            self.pending.append(frame)
+        else:
             if len(self.pending) >= WS_MAX_PENDING or \
                     self.pending_bytes + len(frame) > WS_MAX_PENDING_BYTES:
                 self.drop("%d messages (%d bytes) waiting" % (len(self.pending), self.pending_bytes))
@@ -1307,9 +1312,9 @@ class WebSocketHub:
 
     def request_broadcast(self, message):
         """Thread-safe and immediate: queue one broadcast of a text message.
-        A message already queued and not yet sent is not queued again."""
-        if self._queued.get(message):
-            return
+        A message already queued and not yet sent is not queued twice: it
+        moves after the messages queued since."""
+        self._queued.pop(message, None)
         self._queued[message] = True
         self.waker.request(self._send_queued)
 

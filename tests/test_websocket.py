@@ -888,6 +888,30 @@ class SlowClientTest(WSTestCase):
         self.assert_reader_served(frames)
         self.assertEqual(self.server.client_count, 2)
 
+    def test_a_repeated_message_waits_once_after_the_newer_ones(self):
+        # A slow phone has output waiting: frame 1, new_image, frame 2,
+        # new_image must reach it as frame 1, frame 2, new_image (never
+        # ending on a frame whose new_image was folded into the first).
+        frames, stalled = self.reading_and_stalled()
+        self.fill(stalled)
+        sent = [b'{"type": "frame", "id": 1}', NEW_IMAGE, b'{"type": "frame", "id": 2}', NEW_IMAGE]
+
+        def broadcast():
+            for message in sent:
+                self.server._site.hub.broadcast(message.decode())
+            return [alsserve.build_text(m.decode()) for m in (sent[0], sent[2], NEW_IMAGE)], list(stalled.pending)
+
+        expected, pending = self.on_loop(broadcast)
+        self.assertEqual(pending[-3:], expected)
+        # From other threads too: a queued message moves after the newer ones.
+        hub = self.server._site.hub
+        order = []
+        self.on_loop(lambda: setattr(hub, "broadcast", lambda m, real=hub.broadcast: (order.append(m), real(m))))
+        self.addCleanup(lambda: hub.__dict__.pop("broadcast", None))
+        self.on_loop(lambda: [hub.request_broadcast(m.decode()) for m in sent])     # all queued, none sent yet
+        self.wait_for(lambda: len(order) == 3, message="three broadcasts")
+        self.assertEqual(order, [sent[0].decode(), sent[2].decode(), NEW_IMAGE.decode()])
+
     def test_stalled_client_dropped_after_send_timeout(self):
         with mock.patch.object(alsserve, "WS_SEND_TIMEOUT", 1.0):
             frames, stalled = self.reading_and_stalled()
