@@ -149,6 +149,7 @@ WS_CLOSE_TIMEOUT = 2.0           # wait this long for the peer's Close
 
 STOP_GRACE = 2.0
 IO_THREADS = 4                   # threads for the disk work of one running server
+NOTIFY_READ_DELAY = 0.0005       # a notify's file read starts this much later (see Announcer)
 
 
 class PortInUseError(RuntimeError):
@@ -2459,26 +2460,33 @@ class Announcer:
         self.site.waker.request(self._settle)
 
     def _start(self):
-        if not self._running:
-            self._running = True
-            self.site.loop.create_task(self._run())
+        """On the loop: take the next request unless one is in hand. (Plain
+        callbacks, no task: the caller's thread waits for the GIL while the
+        loop works after the wake-up, so that work is kept short.)"""
+        if self._running or not self._queue or self.site.hub.stopping:
+            return
+        self._running = True
+        path, data, keep, published = self._queue.popleft()
+        if data is not None:
+            now = time.time()
+            self._finish(path, FileSnapshot((0, len(data), int(now * 1e9)), data, now), keep, published)
+            return
+        def read():
+            reading = self.site.loop.run_in_executor(None, read_whole_snapshot, path)
+            reading.add_done_callback(lambda done: self._finish(
+                path, None if done.cancelled() or done.exception() else done.result(), keep, published))
+        # A moment later: the notifying thread (the stacking pipeline) gets the
+        # GIL back first instead of competing with a waking reader thread.
+        self.site.loop.call_later(NOTIFY_READ_DELAY, read)
 
-    async def _run(self):
-        loop = self.site.loop
+    def _finish(self, path, snapshot, keep, published):
         try:
-            while self._queue and not self.site.hub.stopping:
-                path, data, keep, published = self._queue.popleft()
-                try:
-                    if data is None:
-                        snapshot = await loop.run_in_executor(None, read_whole_snapshot, path)
-                    else:
-                        now = time.time()
-                        snapshot = FileSnapshot((0, len(data), int(now * 1e9)), data, now)
-                    self._announce(path, snapshot, keep, published)
-                except Exception:
-                    log.exception("new image %s could not be announced", path)
+            self._announce(path, snapshot, keep, published)
+        except Exception:
+            log.exception("new image %s could not be announced", path)
         finally:
             self._running = False
+        self._start()
 
     def _settle(self):
         while self._written:
@@ -2773,6 +2781,7 @@ class ImageServer:
         thread.start(sock)
         self._thread, self._loop, self._site, self._announcer = thread, thread.loop, site, announcer
         self._routes = routes
+        self._image_path = os.path.join(self.web_folder, IMAGE_NAME)
 
     # -- while running -----------------------------------------------------
 
@@ -2790,12 +2799,13 @@ class ImageServer:
         announcer, routes = self._announcer, self._routes
         if announcer is None:
             return
-        if path is None:
-            path = routes.live_path if routes.bundle is not None else None
-            path = path or os.path.join(self.web_folder, IMAGE_NAME)
+        if path is None:                # (no path work: the stacking pipeline's thread waits)
+            path = routes.live_path if routes.bundle is not None else self._image_path
         elif not is_inside(path, self.web_folder):
             raise ValueError("%s is not in the web folder %s" % (path, self.web_folder))
-        self._request(announcer, os.path.abspath(path))
+        else:
+            path = os.path.abspath(path)
+        self._request(announcer, path)
 
     def _request(self, announcer, path, data=None, keep=True, published=None):
         try:
