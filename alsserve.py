@@ -2590,8 +2590,7 @@ class SiteThread:
             except BaseException as error:      # reported to start()
                 failure.append(error)
                 ready.set()
-                loop.close()
-                self.executor.shutdown(wait=True)
+                self.close_loop()
                 return
             ready.set()
             try:
@@ -2606,8 +2605,7 @@ class SiteThread:
                 if pending:
                     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
-                loop.close()
-                self.executor.shutdown(wait=True)   # a frame being written is finished
+                self.close_loop()
 
         self.thread = threading.Thread(target=run, name="alsserve", daemon=True)
         self.thread.start()
@@ -2615,6 +2613,12 @@ class SiteThread:
         if failure:
             self.thread.join()
             raise failure[0]
+
+    def close_loop(self):
+        # The disk work ends first (a frame being written is finished): a job
+        # ending after close would report to a closed loop (an error on 3.8).
+        self.executor.shutdown(wait=True)
+        self.loop.close()
 
     def stop(self, grace):
         loop = self.loop

@@ -8,6 +8,9 @@
   var STALE_MIN = 120000;   // stale: no new image for 2 min (or 3 usual intervals)
   var PLAY_STEP = 250;      // time-lapse: 4 frames/s when frames load that fast
   var PLAY_HOLD = 1000;     // pause on the newest frame before looping
+  // Boost levels: brightness (the image drawn again, added) and, without a
+  // canvas, CSS filters (WPE does not draw CSS filters on a canvas).
+  var GAIN = [1, 1.5, 2.2, 3.2];
   var BOOST = ['', 'brightness(1.5) contrast(1.15)', 'brightness(2.2) contrast(1.3)',
     'brightness(3.2) contrast(1.5)'];
   var STATE_TEXT = {
@@ -65,6 +68,14 @@
     g.imageSmoothingQuality = 'medium';
     g.setTransform(s * d, 0, 0, s * d, (vw / 2 - cx * nw * s) * d, (vh / 2 - cy * nh * s) * d);
     g.drawImage(pic, 0, 0);
+    g.globalCompositeOperation = 'lighter';
+    for (var k = GAIN[boost] - 1; k > 0; k--) { g.globalAlpha = Math.min(1, k); g.drawImage(pic, 0, 0); }
+    g.globalAlpha = 1;
+    if (red) {   // red-only: grey (saturation blend), then times red; on the image only
+      g.globalCompositeOperation = 'saturation'; g.fillStyle = '#888'; g.fillRect(0, 0, nw, nh);
+      g.globalCompositeOperation = 'multiply'; g.fillStyle = '#f00'; g.fillRect(0, 0, nw, nh);
+    }
+    g.globalCompositeOperation = 'source-over';
   }
 
   function setView(z, x, y) {
@@ -233,8 +244,10 @@
   var red = load('red') === '1', boost = clamp(parseInt(load('boost'), 10) || 0, 0, 3);
 
   function applyLook() {
-    var f = BOOST[boost] + (red ? ' url(#redonly)' : '');
-    stage.style.filter = f || '';
+    var css = red && !cv;   // without a canvas: a grey image times a red layer
+    stage.style.filter = cv ? '' : BOOST[boost] + (css ? ' grayscale(1)' : '');
+    $('redlayer').hidden = !css;
+    render();
     $('red').setAttribute('aria-pressed', red);
     var b = $('boost');
     b.setAttribute('aria-pressed', boost > 0);

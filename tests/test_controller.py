@@ -382,8 +382,11 @@ class PublishTest(ControllerCase):
             self.assertEqual((status, headers["content-type"], body), (200, "image/jpeg", data))
         self.assertEqual(sorted(n for n in os.listdir(self.folder) if n.startswith(".")),
                          [alsserve.HISTORY_FOLDER])
+        # The frames are stored off the loop: once they all are, nothing is left half-written.
+        self.assertTrue(wait_until(lambda: not self.server._history.pending))
         history = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
-        self.assertEqual([n for n in os.listdir(history) if n.endswith(".tmp")], [])
+        self.assertTrue(wait_until(
+            lambda: [n for n in os.listdir(history) if n.endswith(".tmp")] == []))
 
     def test_non_jpeg_is_refused_and_the_image_is_unchanged(self):
         good = make_jpeg(3000, b"g")
