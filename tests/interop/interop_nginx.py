@@ -569,7 +569,7 @@ class BrowserCase(NginxCase):
         super().setUpClass()
         try:
             from playwright.sync_api import sync_playwright
-            from test_viewer import CHROMIUM, CHROMIUM_ARGS
+            from viewer_support import CHROMIUM, CHROMIUM_ARGS
             if not os.path.exists(CHROMIUM):
                 raise AssertionError("Chromium not found at %s (apt-get install -y chromium)" % CHROMIUM)
             cls.playwright = sync_playwright().start()
