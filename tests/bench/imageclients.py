@@ -34,8 +34,10 @@ import socket
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wsclients import masked_frame, next_frame  # noqa: E402
+
 BATCH = 50
-MASK = b"\x5a\x17\xc3\x81"
 SCRATCH = bytearray(1 << 20)    # where an unexpected body goes
 
 
@@ -43,12 +45,6 @@ def make_image(size, seed):
     """A JPEG-shaped body (SOI ... EOI) of exactly size bytes, the same in every process."""
     body = random.Random(seed).randbytes(size - 4)
     return b"\xff\xd8" + body + b"\xff\xd9"
-
-
-def masked_frame(opcode, payload=b""):
-    """A client frame (masked, RFC 6455 section 5.3), payload < 126 bytes."""
-    data = bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
-    return bytes((0x80 | opcode, 0x80 | len(payload))) + MASK + data
 
 
 class Client:
@@ -101,19 +97,12 @@ class Client:
 
     def on_ws(self, data, now):
         buf = self.ws_buf + data
-        while len(buf) >= 2:
-            opcode, length, offset = buf[0] & 0x0F, buf[1] & 0x7F, 2
-            if length == 126:
-                if len(buf) < 4:
-                    break
-                length, offset = int.from_bytes(buf[2:4], "big"), 4
-            elif length == 127:
-                if len(buf) < 10:
-                    break
-                length, offset = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < offset + length:
+        while True:
+            frame = next_frame(buf)
+            if frame is None:
                 break
-            payload, buf = buf[offset:offset + length], buf[offset + length:]
+            first, payload, buf = frame
+            opcode = first & 0x0F
             if opcode == 0x1:
                 self.on_message(payload, now)
             elif opcode == 0x9:

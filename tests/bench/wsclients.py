@@ -46,6 +46,25 @@ def masked_frame(opcode, payload=b""):
 CLOSE_FRAME = masked_frame(0x8, (1000).to_bytes(2, "big"))
 
 
+def next_frame(buf):
+    """(first byte, payload, rest) of the server frame (unmasked) at the start
+    of buf, or None until it is complete."""
+    if len(buf) < 2:
+        return None
+    length, offset = buf[1] & 0x7F, 2
+    if length == 126:
+        if len(buf) < 4:
+            return None
+        length, offset = int.from_bytes(buf[2:4], "big"), 4
+    elif length == 127:
+        if len(buf) < 10:
+            return None
+        length, offset = int.from_bytes(buf[2:10], "big"), 10
+    if len(buf) < offset + length:
+        return None
+    return buf[0], buf[offset:offset + length], buf[offset + length:]
+
+
 class Conn:
     __slots__ = ("sock", "fd", "mode", "buf", "open", "t", "closing")
 
@@ -83,22 +102,12 @@ class Swarm:
             conn.open = True
             conn.buf = conn.buf[end + 4:]
         buf = conn.buf
-        while len(buf) >= 2:
-            buf_first = buf[0]
-            opcode, length = buf_first & 0x0F, buf[1] & 0x7F
-            offset = 2
-            if length == 126:
-                if len(buf) < 4:
-                    break
-                length, offset = int.from_bytes(buf[2:4], "big"), 4
-            elif length == 127:
-                if len(buf) < 10:
-                    break
-                length, offset = int.from_bytes(buf[2:10], "big"), 10
-            if len(buf) < offset + length:
+        while True:
+            frame = next_frame(buf)
+            if frame is None:
                 break
-            payload = buf[offset:offset + length]
-            buf = buf[offset + length:]
+            buf_first, payload, buf = frame
+            opcode = buf_first & 0x0F
             if opcode == 0x1:
                 compressed = buf_first & 0x40   # RSV1: permessage-deflate
                 if (compressed or b"new_image" in payload) and self.armed and conn.t is None:

@@ -105,6 +105,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest
 import uuid
 import zipfile
 from pathlib import Path
@@ -627,3 +628,30 @@ def launch(engine, viewport=(1000, 700), scale=1):
         with contextlib.suppress(Exception):
             browser.close()
         raise
+
+
+class BrowserPerClass:
+    """Mixin of a test class: one browser of ``engine`` at ``viewport`` for
+    all its tests (a skip only when ALSSERVE_ENGINES leaves the engine out);
+    the class's run time goes into ``times`` (engine -> seconds) and on stderr."""
+
+    engine = None
+    viewport = (1000, 700)
+    times = {}
+
+    @classmethod
+    def setUpClass(cls):
+        reason = selection()[cls.engine]
+        if reason:
+            raise unittest.SkipTest(reason)
+        cls.started = time.monotonic()
+        cls.browser = launch(cls.engine, cls.viewport)     # EngineMissing fails the class
+        cls.addClassCleanup(cls._finish)
+        cls.session = cls.browser.session
+
+    @classmethod
+    def _finish(cls):
+        cls.browser.close()
+        seconds = cls.times[cls.engine] = time.monotonic() - cls.started
+        sys.stderr.write("\n[%s: %.1f s for the class, browser start %.1f s]\n"
+                         % (cls.engine, seconds, cls.browser.startup_seconds))

@@ -131,30 +131,16 @@ def quadrant_centres(rect):
     return [(xs[0], ys[0]), (xs[1], ys[0]), (xs[0], ys[1]), (xs[1], ys[1])]
 
 
-class EngineTests:
+class EngineTests(engines.BrowserPerClass):
     """The cross-engine suite; a subclass sets ``engine``."""
 
-    engine = None
     viewport = DESKTOP
+    times = TIMES
 
     @classmethod
     def setUpClass(cls):
-        reason = SELECTION[cls.engine]
-        if reason:
-            raise unittest.SkipTest(reason)
-        cls.started = time.monotonic()
-        cls.browser = engines.launch(cls.engine, cls.viewport)   # EngineMissing fails the class
-        cls.addClassCleanup(cls._finish)
-        cls.session = cls.browser.session
+        super().setUpClass()
         cls.scale = cls.browser.device_pixel_ratio
-
-    @classmethod
-    def _finish(cls):
-        cls.browser.close()
-        seconds = time.monotonic() - cls.started
-        TIMES[cls.engine] = seconds
-        sys.stderr.write("\n[%s: %.1f s for the class, browser start %.1f s]\n"
-                         % (cls.engine, seconds, cls.browser.startup_seconds))
 
     def setUp(self):
         self.server = harness.LiveServer()

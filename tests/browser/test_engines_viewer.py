@@ -22,7 +22,7 @@ import jpegwrite  # noqa: E402
 from harness import wait_for  # noqa: E402
 from viewer_support import SubPathProxy, composite, contrast_ratio, parse_colour  # noqa: E402
 
-SELECTION = engines.selection()
+engines.selection()     # a bad ALSSERVE_ENGINES fails the import, loudly
 PORTRAIT, LANDSCAPE, TABLET = (390, 844), (844, 390), (820, 1180)
 BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 READY = "s && s.connection === 'live' && s.imageLoads >= 1 && !s.imageLoading"
@@ -52,26 +52,11 @@ return v ? {paused: v.paused, time: v.currentTime, error: v.error && v.error.cod
 """
 
 
-class ViewerEngineTests:
+class ViewerEngineTests(engines.BrowserPerClass):
     """The viewer's phone features in one engine; a subclass sets ``engine``."""
 
-    engine = None
-
-    @classmethod
-    def setUpClass(cls):
-        reason = SELECTION[cls.engine]
-        if reason:
-            raise unittest.SkipTest(reason)
-        cls.started = time.monotonic()
-        cls.browser = engines.launch(cls.engine, PORTRAIT)
-        cls.addClassCleanup(cls._finish)
-        cls.session = cls.browser.session
-
-    @classmethod
-    def _finish(cls):
-        cls.browser.close()
-        TIMES[cls.engine] = time.monotonic() - cls.started
-        sys.stderr.write("\n[%s: %.1f s for the class]\n" % (cls.engine, TIMES[cls.engine]))
+    viewport = PORTRAIT
+    times = TIMES
 
     def setUp(self):
         self.server = harness.LiveServer()

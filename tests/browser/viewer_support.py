@@ -448,6 +448,15 @@ class ViewerTestCase(unittest.TestCase):
 
 
 # ------------------------------------------------------------------ proxies
+def shut_down(*socks):
+    """Both directions of each socket, already closed or not."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class TcpProxy:
     """A loopback TCP forwarder whose connections can be cut (a network loss)."""
 
@@ -492,20 +501,13 @@ class TcpProxy:
                 dst.sendall(data)
         except OSError:
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_down(src, dst)
 
     def drop_connections(self):
         with self.lock:
             conns, self.conns = self.conns, []
+        shut_down(*conns)
         for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             s.close()
 
     def close(self):
@@ -557,8 +559,4 @@ class SubPathProxy(TcpProxy):
                     return
         except (OSError, ValueError):
             pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_down(src, dst)
