@@ -49,6 +49,7 @@ sys.path.insert(0, HERE)
 BROADCASTS = []                 # durations of the server's send loop
 
 from imageclients import make_image  # noqa: E402
+from wsclients import reply  # noqa: E402
 
 
 def write_like_als(folder, data):
@@ -205,11 +206,6 @@ class FloorPeer(ThreadedPeer):
 
 
 KINDS = {"alsserve": AlsServe, "aiohttp": AiohttpPeer, "websockets": WebsocketsPeer, "floor": FloorPeer}
-
-
-def reply(obj):
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def main():

@@ -35,7 +35,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from wsclients import masked_frame, next_frame  # noqa: E402
+from wsclients import answer_commands, masked_frame, next_frame, reply  # noqa: E402
 
 BATCH = 50
 SCRATCH = bytearray(1 << 20)    # where an unexpected body goes
@@ -268,7 +268,7 @@ class Swarm:
         statuses = {}
         for c in self.clients:
             statuses[str(c.status)] = statuses.get(str(c.status), 0) + 1
-        self.reply({"done": len(done), "good": sum(1 for c in done if c.good),
+        reply({"done": len(done), "good": sum(1 for c in done if c.good),
                     "bad": sum(1 for c in done if not c.good),
                     "first": min((c.done for c in done), default=None),
                     "last": max((c.done for c in done), default=None),
@@ -278,27 +278,13 @@ class Swarm:
         self.waiter = None
         self.armed = False
 
-    def reply(self, obj):
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
-
     def run(self):
         while True:
             for fd, _event in self.ep.poll(0.05 if self.waiter else -1):
                 now = time.monotonic()
                 if fd == self.stdin:
-                    chunk = os.read(self.stdin, 65536)
-                    if not chunk:
+                    if not answer_commands(self):
                         return
-                    self.line += chunk
-                    while b"\n" in self.line:
-                        raw, self.line = self.line.split(b"\n", 1)
-                        try:
-                            answer = self.command(json.loads(raw))
-                        except (OSError, ConnectionError, ValueError) as error:
-                            answer = {"error": "%s: %s" % (type(error).__name__, error)}
-                        if answer is not None:
-                            self.reply(answer)
                     continue
                 entry = self.owner.get(fd)
                 if entry is None:

@@ -65,6 +65,31 @@ def next_frame(buf):
     return buf[0], buf[offset:offset + length], buf[offset + length:]
 
 
+def reply(obj):
+    """One answer to the bench driver: a JSON line on stdout."""
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def answer_commands(swarm):
+    """Reads what waits on swarm.stdin (one JSON command a line, the rest kept
+    in swarm.line) and replies to each with swarm.command(); False at the end
+    of the input."""
+    chunk = os.read(swarm.stdin, 65536)
+    if not chunk:
+        return False
+    swarm.line += chunk
+    while b"\n" in swarm.line:
+        raw, swarm.line = swarm.line.split(b"\n", 1)
+        try:
+            answer = swarm.command(json.loads(raw))
+        except (OSError, ConnectionError, ValueError) as error:
+            answer = {"error": "%s: %s" % (type(error).__name__, error)}
+        if answer is not None:
+            reply(answer)
+    return True
+
+
 class Conn:
     __slots__ = ("sock", "fd", "mode", "buf", "open", "t", "closing")
 
@@ -203,18 +228,14 @@ class Swarm:
         if kind == "wait":
             if self.received >= n or now >= deadline:
                 times = [c.t for c in self.conns.values() if c.t is not None]
-                self.reply({"count": len(times), "first": min(times) if times else None,
+                reply({"count": len(times), "first": min(times) if times else None,
                             "last": max(times) if times else None})
                 self.waiter = None
                 self.armed = False
         elif kind == "closed":
             if not self.conns or now >= deadline:
-                self.reply({"open": len(self.conns), "t": now})
+                reply({"open": len(self.conns), "t": now})
                 self.waiter = None
-
-    def reply(self, obj):
-        sys.stdout.write(json.dumps(obj) + "\n")
-        sys.stdout.flush()
 
     def run(self):
         while True:
@@ -222,18 +243,8 @@ class Swarm:
             for fd, _ev in self.ep.poll(timeout):
                 now = time.monotonic()
                 if fd == self.stdin:
-                    chunk = os.read(self.stdin, 65536)
-                    if not chunk:
+                    if not answer_commands(self):
                         return
-                    self.line += chunk
-                    while b"\n" in self.line:
-                        raw, self.line = self.line.split(b"\n", 1)
-                        try:
-                            answer = self.command(json.loads(raw))
-                        except (OSError, ConnectionError) as error:
-                            answer = {"error": str(error)}
-                        if answer is not None:
-                            self.reply(answer)
                     continue
                 conn = self.conns.get(fd)
                 if conn is None:
