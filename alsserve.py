@@ -1652,8 +1652,9 @@ class Site:
             writer.write(head + body)
             return
         writer.write(head)
+        view = memoryview(body)         # slices of it copy nothing
         for offset in range(0, len(body), STREAM_CHUNK):
-            writer.write(body[offset:offset + STREAM_CHUNK])
+            writer.write(view[offset:offset + STREAM_CHUNK])
             await self._drain(writer)
 
     async def _stream_file(self, writer, f, start, length):
