@@ -30,7 +30,7 @@
   var stackEl = $('stack'), expoEl = $('expo'), metricsEl = $('metrics'), ageEl = $('age');
   var progEl = $('progress'), pbarEl = $('pbar'), ptextEl = $('ptext'), retryBox = $('retrybox');
 
-  /* ---------------------------------------------------------------- view */
+  /* ---------- view */
   // zoom is relative to the fitted size; (cx, cy) is the image point (0..1) at
   // the viewport centre. Both survive image swaps (live, scrubbing, playing).
   var pic = null, nw = 0, nh = 0, vw = 1, vh = 1, zoom = 1, cx = 0.5, cy = 0.5;
@@ -110,7 +110,7 @@
   if (window.ResizeObserver) new ResizeObserver(onResize).observe(stage);
   measure();
 
-  /* -------------------------------------------------------------- input */
+  /* ---------- input */
   var pointers = new Map(), pinch = null, multi = false, lastTap = null, lastType = 'mouse';
 
   function pinchInfo() {
@@ -189,7 +189,7 @@
   });
   stage.addEventListener('contextmenu', function (e) { e.preventDefault(); });
 
-  /* ---------------------------------------------------------- full screen */
+  /* ---------- full screen */
   var root = document.documentElement;
   function fsElement() { return document.fullscreenElement || document.webkitFullscreenElement || null; }
   function toggleFullscreen() {
@@ -240,7 +240,7 @@
   document.addEventListener('pointerdown', rouse, { passive: true });
   rouse();
 
-  /* ------------------------------------------------ night vision display */
+  /* ---------- night vision display */
   var red = load('red') === '1', boost = clamp(parseInt(load('boost'), 10) || 0, 0, 3);
 
   function applyLook() {
@@ -258,7 +258,7 @@
   button('boost', function () { boost = (boost + 1) % 4; save('boost', boost); applyLook(); });
   applyLook();
 
-  /* ------------------------------------------------------- keep awake */
+  /* ---------- keep awake */
   // Off until asked for (battery, and a lit screen at a star party bothers
   // others); the choice is remembered. Screen Wake Lock where the browser has
   // it (secure contexts), else a video that plays: Blink counts a visible,
@@ -329,7 +329,7 @@
   document.addEventListener('touchend', function () { engage(); }, true);
   awakeUi();
 
-  /* -------------------------------------------------- image downloads */
+  /* ---------- image downloads */
   // Policy: at most one download in flight, never aborted for a newer image
   // (restarting could starve on weak Wi-Fi). Announcements during a download
   // only mark the target; when it ends, its image is shown (newer than what
@@ -489,7 +489,7 @@
   });
   window.addEventListener('online', function () { if (!ws && !opening) retryNow(); });
 
-  /* ------------------------------------------------------------ metrics */
+  /* ---------- metrics */
   // Hidden until a data.json exists (a stacker that writes none shows none).
   var stack = null, expo = null, mLoading = false, mDirty = false;
 
@@ -512,14 +512,15 @@
       stack = typeof s === 'number' || typeof s === 'string' ? s : null;
       expo = typeof e === 'string' || typeof e === 'number' ? String(e) : null;
     }
-    show(stackEl, stack != null);
-    show(expoEl, expo != null);
-    setText(stackEl, 'Stack: ' + stack);
-    setText(expoEl, 'Expo: ' + expo);
-    show(metricsEl, stack != null || expo != null);
+    var f = frames[viewIdx], s = f ? f.stack_size : stack, e = f ? f.exposure : expo;
+    show(stackEl, s != null);
+    show(expoEl, e != null);
+    setText(stackEl, 'Stack: ' + s);
+    setText(expoEl, 'Expo: ' + e);
+    show(metricsEl, s != null || e != null);
   }
 
-  /* ------------------------------------------------- history / timeline */
+  /* ---------- history / timeline */
   // history.json lists the session's frames; "frame" messages add to it. The
   // live image loads through its immutable frame URL when there is one.
   var session = null, frames = [], liveId = null, heard = null, heardTimer = 0;
@@ -610,6 +611,7 @@
     var p = $('play');
     p.setAttribute('aria-pressed', playing);
     p.setAttribute('aria-label', playing ? 'Pause time-lapse' : 'Play time-lapse');
+    showMetrics();              // a past frame's own figures
     tick();
   }
 
@@ -656,7 +658,7 @@
   });
   button('golive', goLive);
 
-  /* ---------------------------------------------------------- WebSocket */
+  /* ---------- WebSocket */
   var ws = null, opening = false, stopped = false, conn = 'connecting';
   var attempt = 0, reconnectTimer = 0, reconnectAt = 0, firstTimer = 0;
 
@@ -731,7 +733,7 @@
   }
   button('retry', retryNow);
 
-  /* --------------------------------------------------------- debug hook */
+  /* ---------- debug hook */
   window.alsViewer = Object.freeze({
     state: function () {
       return {
@@ -750,7 +752,7 @@
     }
   });
 
-  /* -------------------------------------------------------------- start */
+  /* ---------- start */
   showMetrics(null);
   if (location.protocol === 'http:' || location.protocol === 'https:') {
     connect();     // the socket's open reads history.json, then the image

@@ -36,6 +36,10 @@ class TimelineTests(ViewerTestCase):
         with urllib.request.urlopen(self.url + "history.json", timeout=5) as r:
             return json.load(r)
 
+    def metrics(self):
+        """What the overlay's top line says."""
+        return self.text("#stack"), self.text("#expo")
+
     def timeline_visible(self):
         return self.page.is_visible("#timeline")
 
@@ -74,6 +78,7 @@ class TimelineTests(ViewerTestCase):
         self.assertGreater(self.box("#timeline")["top"], self.page.viewport_size["height"] / 2)
         self.assertEqual(self.page.get_attribute("#golive", "aria-pressed"), "true")
         self.assertRegex(self.text("#tlabel"), r"^\d\d:\d\d:\d\d \u00b7 Stack 4 \u00b7 0:02:00$")
+        self.assertEqual(self.metrics(), ("Stack: 4", "Expo: 0:02:00"))
         # a view that is not home: zoomed and panned
         self.page.tap("#zoomin")
         self.page.evaluate("""() => { const st = document.getElementById('stage');
@@ -92,6 +97,7 @@ class TimelineTests(ViewerTestCase):
         self.assertRegex(self.text("#tlabel"), r"^\d\d:\d\d:\d\d \u00b7 Stack 1 \u00b7 0:00:30$")
         self.assertEqual(self.page.get_attribute("#golive", "aria-pressed"), "false")
         self.assertEqual(self.text("#age"), "from the history")
+        self.assertEqual(self.metrics(), ("Stack: 1", "Expo: 0:00:30"), "the past frame's own figures")
         s = self.state()
         self.assertEqual((s["zoom"], s["centerX"], s["centerY"]), (view["zoom"], view["centerX"], view["centerY"]))
         # frames load on demand through their immutable URLs: each was seen
@@ -113,6 +119,8 @@ class TimelineTests(ViewerTestCase):
         self.assertEqual(s["viewIndex"], 0)
         self.assertEqual(self.page.eval_on_selector("#scrub", "e => [+e.value, +e.max]"), [0, 5])
         self.assertLess(self.picture_difference(demo_frame(1)), 3)
+        self.page.wait_for_timeout(300)     # the new data.json read by now
+        self.assertEqual(self.metrics(), ("Stack: 1", "Expo: 0:00:30"))
         self.screenshot("phone-portrait-timeline.png")
         # one tap back to live: the newest frame, zoom and centre kept
         self.page.tap("#golive")
@@ -122,6 +130,7 @@ class TimelineTests(ViewerTestCase):
         self.assertLess(self.picture_difference(demo_frame(6)), 3, "back to live must show the newest")
         self.assertEqual(self.text("#newer"), "")
         self.assertRegex(self.text("#age"), r"^updated \d+ s ago$")
+        self.assertEqual(self.metrics(), ("Stack: 6", "Expo: 0:03:00"))
         s = self.state()
         self.assertEqual((s["zoom"], s["centerX"], s["centerY"]), (view["zoom"], view["centerX"], view["centerY"]))
         # and live again: the next frame is shown by itself
