@@ -2461,33 +2461,36 @@ class Announcer:
         self.site.waker.request(self._settle)
 
     def _start(self):
-        """On the loop: take the next request unless one is in hand. (Plain
-        callbacks, no task: the caller's thread waits for the GIL while the
-        loop works after the wake-up, so that work is kept short.)"""
-        if self._running or not self._queue or self.site.hub.stopping:
-            return
-        self._running = True
-        path, data, keep, published = self._queue.popleft()
-        if data is not None:
-            now = time.time()
-            self._finish(path, FileSnapshot((0, len(data), int(now * 1e9)), data, now), keep, published)
-            return
-        def read():
-            reading = self.site.loop.run_in_executor(None, read_whole_snapshot, path)
-            reading.add_done_callback(lambda done: self._finish(
-                path, None if done.cancelled() or done.exception() else done.result(), keep, published))
-        # A moment later: the notifying thread (the stacking pipeline) gets the
-        # GIL back first instead of competing with a waking reader thread.
-        self.site.loop.call_later(NOTIFY_READ_DELAY, read)
+        """On the loop: take the waiting requests in order until one needs
+        its file read (the read's end takes up the rest). Plain callbacks,
+        no task: the caller's thread waits for the GIL while the loop works
+        after the wake-up, so that work is kept short."""
+        while not self._running and self._queue and not self.site.hub.stopping:
+            path, data, keep, published = self._queue.popleft()
+            if data is not None:
+                now = time.time()
+                self._announce_logged(path, FileSnapshot((0, len(data), int(now * 1e9)), data, now),
+                                      keep, published)
+                continue
+            self._running = True
+            def read(path=path, keep=keep, published=published):
+                reading = self.site.loop.run_in_executor(None, read_whole_snapshot, path)
+                reading.add_done_callback(lambda done: self._read_done(
+                    path, None if done.cancelled() or done.exception() else done.result(), keep, published))
+            # A moment later: the notifying thread (the stacking pipeline) gets
+            # the GIL back first instead of competing with a waking reader thread.
+            self.site.loop.call_later(NOTIFY_READ_DELAY, read)
 
-    def _finish(self, path, snapshot, keep, published):
+    def _read_done(self, path, snapshot, keep, published):
+        self._running = False
+        self._announce_logged(path, snapshot, keep, published)
+        self._start()
+
+    def _announce_logged(self, path, snapshot, keep, published):
         try:
             self._announce(path, snapshot, keep, published)
         except Exception:
             log.exception("new image %s could not be announced", path)
-        finally:
-            self._running = False
-        self._start()
 
     def _settle(self):
         while self._written:

@@ -350,6 +350,29 @@ class NotifyTest(ControllerCase):
         self.assertNoServerThread()
 
 
+    def test_a_burst_of_images_queued_while_the_loop_is_busy_ends_on_the_last(self):
+        # Thousands of publishes waiting at once (the loop held up) are taken
+        # one after another, not by a call chain as deep as the queue.
+        server = self.started(history_frames=0)
+        ws = ws_open(server.port)
+        self.addCleanup(ws.sock.close)
+        self.assertTrue(wait_until(lambda: server.client_count == 1))
+        held = threading.Event()
+        server._loop.call_soon_threadsafe(lambda: held.wait(10))
+        last = make_jpeg(1000, b"z")
+        try:
+            for i in range(3000):
+                server.publish_image(make_jpeg(1000, b"%d" % i))
+            server.publish_image(last)
+        finally:
+            held.set()
+        self.assertTrue(wait_until(lambda: not server._announcer._queue, 10))
+        self.assertEqual(next_json(ws), NEW_IMAGE)
+        self.assertTrue(wait_until(lambda: http_get(server.port, "/web_image.jpg")[2] == last, 10))
+        server.publish_image(make_jpeg(2000, b"after"))        # still announcing
+        self.assertEqual(http_get(server.port, "/web_image.jpg")[2], make_jpeg(2000, b"after"))
+
+
 class PublishTest(ControllerCase):
     def setUp(self):
         self.folder = self.make_folder()
