@@ -990,9 +990,13 @@ class FileCache:
 
     def put(self, path, entry):
         """Serve this copy of path from now on: its bytes are already in
-        hand (just published), so no request waits on the disk."""
+        hand (just published), so no request waits on the disk. A copy
+        over file_limit is not kept (such a file is streamed from disk)."""
         self._unstable.pop(path, None)
         self._vanished.pop(path, None)
+        if len(entry.body) > self.file_limit:
+            self._drop(path)
+            return
         self._store(path, entry)
 
     def pin(self, path, entry):
@@ -1008,7 +1012,7 @@ class FileCache:
             if key is not None:
                 self.put(path, FileSnapshot(key, entry.body, key[2] / 1e9))
             else:
-                self._entries.pop(path, None)
+                self._drop(path)
 
     def vanished(self, path, now):
         """The last copy of a file that is missing now, while it has been
@@ -1046,10 +1050,13 @@ class FileCache:
             size = key[1]
         raise HTTPError(503, "file is being written", headers=[("Retry-After", "1")])
 
-    def _store(self, path, entry):
+    def _drop(self, path):
         old = self._entries.pop(path, None)
         if old is not None:
             self._total -= len(old.body)
+
+    def _store(self, path, entry):
+        self._drop(path)
         self._entries[path] = entry
         self._total += len(entry.body)
         while self._total > self.total_limit and len(self._entries) > 1:
@@ -2444,6 +2451,24 @@ class Announcer:
         self._written = collections.deque()
         self._running = False
 
+    def resume(self, path):
+        """At START, before the loop runs: the image at path is live. It is
+        served from memory before the first browser asks (it loads at once,
+        and a moment without the file, as when ALS on Windows removes it
+        before renaming the next one onto it, is covered from the start);
+        after a restart it may be the history's last frame again."""
+        snapshot = read_whole_snapshot(path) if path else None
+        if snapshot is None:
+            return
+        self.site.files.cache.put(path, snapshot)
+        self.last_body = snapshot.body
+        history = self.history
+        last = history.last() if history is not None else None
+        if last is not None and last.bytes == len(snapshot.body) \
+                and read_file(history.path_of(last)) == snapshot.body:
+            self.last_frame_id = last.id
+            history.set_live(last.id)
+
     def request(self, path, data=None, keep=True, published=None):
         """path holds a new image. data: its bytes, already in hand
         (publish_image, whose file is being written: published). keep=False:
@@ -2769,27 +2794,14 @@ class ImageServer:
 
     def _start_thread(self, sock, routes, assets_dir):
         site = Site(self.web_folder, routes, **self.site_options)
-        # The live image in memory before the first browser: it loads at
-        # once, and a moment without the file (ALS on Windows removes it
-        # before renaming the next one onto it) is covered from the start.
-        live = routes.live_path if routes.bundle is not None else os.path.join(self.web_folder, IMAGE_NAME)
-        snapshot = read_whole_snapshot(live) if live else None
-        if snapshot is not None and len(snapshot.body) <= site.files.cache.file_limit:
-            site.files.cache.put(live, snapshot)
         waiting = waiting_image_path(assets_dir)
         announcer = Announcer(site, routes, self.web_folder, read_file(waiting) if waiting else None)
-        if snapshot is not None:        # what is live now: after a restart, maybe the last frame
-            announcer.last_body = snapshot.body
-            last = routes.history.last() if routes.history is not None else None
-            if last is not None and last.bytes == len(snapshot.body) \
-                    and read_file(routes.history.path_of(last)) == snapshot.body:
-                announcer.last_frame_id = last.id
-                routes.history.set_live(last.id)
+        self._image_path = os.path.join(self.web_folder, IMAGE_NAME)
+        announcer.resume(routes.live_path if routes.bundle is not None else self._image_path)
         thread = SiteThread(site)
         thread.start(sock)
         self._thread, self._loop, self._site, self._announcer = thread, thread.loop, site, announcer
         self._routes = routes
-        self._image_path = os.path.join(self.web_folder, IMAGE_NAME)
 
     # -- while running -----------------------------------------------------
 

@@ -1243,6 +1243,30 @@ class IncompleteJpegTests(HTTPTestCase):
         self.assertGreater(time.monotonic() - began, 0.4)
 
 
+class FileCacheAccountingTests(unittest.TestCase):
+    """The cache's own bookkeeping, without a server: what it keeps and how
+    many bytes it counts (its LRU limit relies on the count)."""
+
+    def snapshot(self, size, stamp=1):
+        return alsserve.FileSnapshot((1, size, stamp), b"x" * size, 0)
+
+    def test_a_copy_over_the_file_limit_is_not_kept(self):
+        cache = alsserve.FileCache(file_limit=100, total_limit=1000)
+        cache.put("/a.jpg", self.snapshot(50))
+        cache.put("/a.jpg", self.snapshot(500, 2))      # a new, too big copy replaces the old
+        self.assertNotIn("/a.jpg", cache._entries)
+        self.assertEqual(cache._total, 0)
+
+    def test_a_failed_write_of_a_pinned_copy_forgets_its_bytes(self):
+        cache = alsserve.FileCache(file_limit=100, total_limit=1000)
+        cache.put("/a.jpg", self.snapshot(50))
+        pinned = self.snapshot(60, 2)
+        cache.pin("/a.jpg", pinned)
+        cache.settle("/a.jpg", pinned, None)            # the write failed: the file is the truth
+        self.assertNotIn("/a.jpg", cache._entries)
+        self.assertEqual(cache._total, 0)
+
+
 class SharedSnapshotTests(HTTPTestCase):
     def test_thirty_concurrent_downloads_of_a_new_image_read_the_disk_once(self):
         # The star-party moment: every phone fetches the new image at once.
