@@ -31,8 +31,9 @@ is above it:
 3. WebSocket: handshake and framing (sans-I/O)
 4. connections on asyncio streams, in three parts: the static files (lookup,
    cache, snapshots, replies), the WebSocket hub (clients, broadcast,
-   keepalive, close) and the site (accepts connections, reads requests,
-   writes replies, start and STOP)
+   keepalive, close) and the site (the reply writer: Date, bodies in pieces,
+   sendfile, send timeout; the Site: accepts connections, reads requests,
+   answers them, start and STOP)
 5. web folder publishing (atomic writes, assets, data.json, the history)
 6. controller: displayed address and port bind, the routes beyond the web
    folder, the announcer of new images, the loop's thread, ImageServer
@@ -1417,7 +1418,7 @@ class WebSocketHub:
             await asyncio.sleep(0.01)
 
 
-# -- 4c. The site: connections, requests, replies, start and STOP ---------------
+# -- 4c. The site: writing replies; connections, requests, start and STOP ------
 
 def _peer_name(writer):
     peer = writer.get_extra_info("peername")
@@ -1438,11 +1439,81 @@ def reset_transport(transport):
     transport.abort()
 
 
+class ReplyWriter:
+    """Writes replies onto a connection: the Date header (formatted once a
+    second), bodies in STREAM_CHUNK pieces so that a slow client holds one
+    piece in memory, not the image, files too big to cache by sendfile
+    where the OS has it, and a send timeout for clients that take nothing."""
+
+    def __init__(self):
+        self.use_sendfile = hasattr(os, "sendfile")
+        self._date = (0, "")
+
+    def date(self):
+        now = int(time.time())
+        if self._date[0] != now:
+            self._date = (now, http_date(now))
+        return self._date[1]
+
+    async def drain(self, writer):
+        """drain(), but a client that takes no data for SEND_TIMEOUT is dropped
+        (a phone that walked away mid-download must not hold its connection)."""
+        if writer.transport.is_closing():
+            raise ConnectionResetError("connection lost")   # stop writing to it
+        if not writer.transport.get_write_buffer_size():
+            return                      # all sent: nothing to wait for
+        timer = asyncio.get_running_loop().call_later(SEND_TIMEOUT, writer.transport.abort)
+        try:
+            await writer.drain()
+        finally:
+            timer.cancel()
+
+    async def write_body(self, writer, head, body):
+        """Write in chunks so a slow client holds at most one chunk in memory."""
+        if len(body) <= STREAM_CHUNK:
+            writer.write(head + body)
+            return
+        writer.write(head)
+        view = memoryview(body)         # slices of it copy nothing
+        for offset in range(0, len(body), STREAM_CHUNK):
+            writer.write(view[offset:offset + STREAM_CHUNK])
+            await self.drain(writer)
+
+    async def stream_file(self, writer, f, start, length):
+        """A file too big to cache: sendfile where the OS has it, else chunks."""
+        end = start + length
+        if self.use_sendfile:
+            loop = asyncio.get_running_loop()
+            await self.drain(writer)
+            for offset in range(start, end, SENDFILE_CHUNK):
+                count = min(SENDFILE_CHUNK, end - offset)
+                # Cancelled rather than aborted: an abort during a native
+                # sendfile leaves it waiting on the closed socket.
+                try:
+                    sent = await asyncio.wait_for(loop.sendfile(writer.transport, f, offset, count),
+                                                  SEND_TIMEOUT)
+                except asyncio.TimeoutError:
+                    raise ConnectionError("download stalled") from None
+                if sent != count:       # the client would read the next response as body
+                    raise ConnectionError("file shrank while it was sent")
+            return
+        f.seek(start)
+        remaining = length
+        while remaining > 0:
+            chunk = f.read(min(STREAM_CHUNK, remaining))
+            if not chunk:
+                raise ConnectionError("file shrank while it was sent")
+            writer.write(chunk)
+            remaining -= len(chunk)
+            await self.drain(writer)
+
+
 class Site:
     """A running server: accepts connections on the listening socket, reads
     requests (keep-alive, pipelining, timeouts), hands /ws to the WebSocket
-    hub and everything else to the static files, writes the replies, and
-    owns the lifecycle (start, STOP). Runs on the event loop thread."""
+    hub and everything else to the static files, has the replies written
+    by its ReplyWriter, and owns the lifecycle (start, STOP). Runs on the
+    event loop thread."""
 
     def __init__(self, root, routes=None, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
                  ping_interval=WS_PING_INTERVAL, max_message=WS_MAX_MESSAGE,
@@ -1452,13 +1523,12 @@ class Site:
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.keepalive_timeout = keepalive_timeout
-        self.use_sendfile = hasattr(os, "sendfile")
+        self.replies = ReplyWriter()
         self.trusted_proxy = trusted_proxy  # its X-Forwarded-For names the client in the log
         self.connections = {}           # task -> transport of every open connection
         self.loop = None
         self.waker = None               # other threads' way onto the loop
         self.server = None
-        self._date = (0, "")
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -1499,18 +1569,12 @@ class Site:
 
     # -- connections and requests -----------------------------------------
 
-    def date(self):
-        now = int(time.time())
-        if self._date[0] != now:
-            self._date = (now, http_date(now))
-        return self._date[1]
-
     async def handle_connection(self, reader, writer):
         transport = writer.transport
         task = asyncio.current_task()
         if len(self.connections) >= self.max_connections:
             head, body = error_response(HTTPError(503, "too many connections"))
-            transport.write(head.encode(self.date(), False) + body)
+            transport.write(head.encode(self.replies.date(), False) + body)
             transport.close()
             return
         self.connections[task] = transport
@@ -1589,7 +1653,7 @@ class Site:
                 head = websocket_handshake(request)
                 if self.hub.full:
                     raise HTTPError(503, "too many WebSocket clients", close=True)
-                writer.write(head.encode(self.date(), True))
+                writer.write(head.encode(self.replies.date(), True))
                 self._log_request(peer, request, 101, 0)
                 await self.hub.session(reader, writer, peer)
                 return False
@@ -1615,81 +1679,31 @@ class Site:
     async def _send_error(self, writer, error, request, peer):
         head, body = error_response(error)
         keep_alive = request is not None and request.keep_alive and not error.close
-        data = head.encode(self.date(), keep_alive, request is not None and request.version == "HTTP/1.0")
+        data = head.encode(self.replies.date(), keep_alive,
+                           request is not None and request.version == "HTTP/1.0")
         if request is None or request.method != "HEAD":
             data += body
         writer.write(data)
         self._log_request(peer, request, error.status, len(body))
-        await self._drain(writer)
+        await self.replies.drain(writer)
         return keep_alive
 
     async def _serve_file(self, request, writer, peer):
         reply = await self.files.reply(request)
         keep_alive = request.keep_alive
         head = ResponseHead(reply.status, reply.headers).encode(
-            self.date(), keep_alive, request.version == "HTTP/1.0")
+            self.replies.date(), keep_alive, request.version == "HTTP/1.0")
         self._log_request(peer, request, reply.status, reply.sent_length)
         if reply.stream is not None:
             with reply.stream:
                 writer.write(head)
-                await self._stream_file(writer, reply.stream, reply.start, reply.length)
+                await self.replies.stream_file(writer, reply.stream, reply.start, reply.length)
         elif reply.body is not None:
-            await self._write_body(writer, head, reply.body)
+            await self.replies.write_body(writer, head, reply.body)
         else:
             writer.write(head)
-        await self._drain(writer)
+        await self.replies.drain(writer)
         return keep_alive
-
-    async def _drain(self, writer):
-        """drain(), but a client that takes no data for SEND_TIMEOUT is dropped
-        (a phone that walked away mid-download must not hold its connection)."""
-        if writer.transport.is_closing():
-            raise ConnectionResetError("connection lost")   # stop writing to it
-        if not writer.transport.get_write_buffer_size():
-            return                      # all sent: nothing to wait for
-        timer = self.loop.call_later(SEND_TIMEOUT, writer.transport.abort)
-        try:
-            await writer.drain()
-        finally:
-            timer.cancel()
-
-    async def _write_body(self, writer, head, body):
-        """Write in chunks so a slow client holds at most one chunk in memory."""
-        if len(body) <= STREAM_CHUNK:
-            writer.write(head + body)
-            return
-        writer.write(head)
-        view = memoryview(body)         # slices of it copy nothing
-        for offset in range(0, len(body), STREAM_CHUNK):
-            writer.write(view[offset:offset + STREAM_CHUNK])
-            await self._drain(writer)
-
-    async def _stream_file(self, writer, f, start, length):
-        """A file too big to cache: sendfile where the OS has it, else chunks."""
-        end = start + length
-        if self.use_sendfile:
-            await self._drain(writer)
-            for offset in range(start, end, SENDFILE_CHUNK):
-                count = min(SENDFILE_CHUNK, end - offset)
-                # Cancelled rather than aborted: an abort during a native
-                # sendfile leaves it waiting on the closed socket.
-                try:
-                    sent = await asyncio.wait_for(self.loop.sendfile(writer.transport, f, offset, count),
-                                                  SEND_TIMEOUT)
-                except asyncio.TimeoutError:
-                    raise ConnectionError("download stalled") from None
-                if sent != count:       # the client would read the next response as body
-                    raise ConnectionError("file shrank while it was sent")
-            return
-        f.seek(start)
-        remaining = length
-        while remaining > 0:
-            chunk = f.read(min(STREAM_CHUNK, remaining))
-            if not chunk:
-                raise ConnectionError("file shrank while it was sent")
-            writer.write(chunk)
-            remaining -= len(chunk)
-            await self._drain(writer)
 
 
 # =============================================================================

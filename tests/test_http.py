@@ -1135,7 +1135,7 @@ class StreamingTests(HTTPTestCase):
         self.path = self.write("big.webp", self.data)
 
     def fetch(self, sendfile, headers=(), method="GET"):
-        self.site.use_sendfile = sendfile
+        self.site.replies.use_sendfile = sendfile
         real = self.site.loop.sendfile
         with mock.patch.object(self.site.loop, "sendfile", side_effect=real) as spy:
             result = self.get("/big.webp", method, headers=headers)
@@ -1176,7 +1176,7 @@ class StreamingTests(HTTPTestCase):
         modes = [False] + ([True] if hasattr(os, "sendfile") else [])
         for sendfile in modes:
             with self.subTest(sendfile=sendfile):
-                self.site.use_sendfile = sendfile
+                self.site.replies.use_sendfile = sendfile
                 sock = self.connect()
                 sock.sendall(raw_request("GET", "/big.webp", close=False) + raw_request("GET", "/small.txt"))
                 responses = parse_responses(recv_until_close(sock))
@@ -1203,7 +1203,7 @@ class StreamingTests(HTTPTestCase):
         modes = [False] + ([True] if hasattr(os, "sendfile") else [])
         for sendfile in modes:
             with self.subTest(sendfile=sendfile):
-                self.site.use_sendfile = sendfile
+                self.site.replies.use_sendfile = sendfile
                 with mock.patch.object(alsserve.StaticFiles, "lookup", lookup):
                     sock = self.connect()
                     sock.sendall(raw_request("GET", "/big.webp", close=False)
@@ -1316,7 +1316,7 @@ class SendTimeoutTests(HTTPTestCase):
                     site = self.server._site
                     if sendfile is not None:
                         site.files.cache.file_limit = 1024
-                        site.use_sendfile = sendfile
+                        site.replies.use_sendfile = sendfile
                     self.stalled_download("/big.jpg")
         status, _, _ = self.get("/big.jpg", "HEAD")
         self.assertEqual(status, 200)
