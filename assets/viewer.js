@@ -508,10 +508,11 @@
 
   function showMetrics(d) {
     if (d && typeof d === 'object') {
-      var s = d.STACK_SIZE, e = d.EXPO;
-      stack = typeof s === 'number' || typeof s === 'string' ? s : null;
-      expo = typeof e === 'string' || typeof e === 'number' ? String(e) : null;
+      var n = d.STACK_SIZE, t = d.EXPO;
+      stack = typeof n === 'number' || typeof n === 'string' ? n : null;
+      expo = typeof t === 'string' || typeof t === 'number' ? String(t) : null;
     }
+    // the figures of the image on screen: a past frame's own, else the live ones
     var f = frames[viewIdx], s = f ? f.stack_size : stack, e = f ? f.exposure : expo;
     show(stackEl, s != null);
     show(expoEl, e != null);
