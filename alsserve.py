@@ -76,7 +76,12 @@ __version__ = "1.0.0"
 __all__ = [
     "PortInUseError", "WebServerOnLoopback", "HTTPError", "WebSocketProtocolError",
     "ImageServer", "list_ipv4_addresses", "describe_ipv4_addresses", "resolve_displayed_address",
-    "Server", "get_host_ip", "is_port_in_use", "main",
+    "main",
+    # ALS's network module (ALS 0.7 and 1.0): ``from alsserve import *`` is all of it.
+    "Server", "get_host_ip", "is_port_in_use", "WEB_SERVER_BIND_HOST", "ADVERTISED_ADDRESS_AUTO",
+    "ADVERTISED_ADDRESS_IP_PREFIX", "NetworkAddress", "build_network_address_candidates",
+    "get_network_address_candidates", "select_advertised_address", "build_advertised_address_preference",
+    "advertised_address_preference", "build_no_cache_file_response",
 ]
 
 log = logging.getLogger("alsserve")
@@ -89,7 +94,10 @@ access_log = logging.getLogger("alsserve.access")   # one line per request
 
 DEFAULT_PORT = 8000
 PORT_RANGE = (1024, 65535)
-DEFAULT_BIND = "0.0.0.0"         # every local IPv4 interface, as the ALS documentation says
+WEB_SERVER_BIND_HOST = "0.0.0.0"     # every local IPv4 interface, as the ALS documentation says
+# The Displayed Address preference (ALS): "auto", or "ip:" and an address.
+ADVERTISED_ADDRESS_AUTO = "auto"
+ADVERTISED_ADDRESS_IP_PREFIX = "ip:"
 
 IMAGE_NAME = "web_image.jpg"
 METRICS_NAME = "data.json"
@@ -828,6 +836,9 @@ NEW_IMAGE_MESSAGE = json.dumps({"type": "new_image"})
 DISCONNECT_MESSAGE = json.dumps({"type": "disconnect"})
 NO_CACHE = "no-cache"                  # revalidate every time (the ETag makes it cheap)
 IMMUTABLE = "public, max-age=31536000, immutable"     # never changes: caches keep it
+# What ALS 1.0 sends for web_image.jpg and data.json: no browser keeps a copy.
+NO_STORE_HEADERS = {"Cache-Control": "no-store, no-cache, must-revalidate", "Pragma": "no-cache",
+                    "Expires": "0"}
 
 
 class Waker:
@@ -1073,15 +1084,17 @@ class FileCache:
 
 
 class Route:
-    """Where a URL is served from when it is not a file of the web folder:
-    a file of ours elsewhere (``path``: the viewer bundle, a history frame)
-    or bytes in memory (``snapshot`` of ``content_type``: history.json)."""
+    """How a URL is answered when not as a plain file of the web folder:
+    from a file of ours elsewhere (``path``: the viewer bundle, a history
+    frame), from bytes in memory (``snapshot`` of ``content_type``:
+    history.json), or from the web folder with other caching ``headers``
+    (neither path nor snapshot)."""
 
-    __slots__ = ("path", "snapshot", "content_type", "cache_control")
+    __slots__ = ("path", "snapshot", "content_type", "headers")
 
-    def __init__(self, path=None, snapshot=None, content_type=None, cache_control=NO_CACHE):
-        self.path, self.snapshot = path, snapshot
-        self.content_type, self.cache_control = content_type, cache_control
+    def __init__(self, path=None, snapshot=None, content_type=None, cache_control=NO_CACHE, headers=None):
+        self.path, self.snapshot, self.content_type = path, snapshot, content_type
+        self.headers = dict(headers) if headers is not None else {"Cache-Control": cache_control}
 
 
 class FileReply:
@@ -1174,20 +1187,21 @@ class StaticFiles:
         """The FileReply for a GET or HEAD of a file, or HTTPError."""
         segments = split_target(request.target)
         route = self.routes(segments) if self.routes is not None else None
-        cache_control = route.cache_control if route is not None else NO_CACHE
-        if route is not None and route.snapshot is not None:
+        if route is None:
+            route = Route()
+        if route.snapshot is not None:
             entry, content_type, path = route.snapshot, route.content_type, None
         else:
-            path = route.path if route is not None else os.path.join(self.root, *segments)
+            path = route.path or os.path.join(self.root, *segments)
             content_type = content_type_for(path)
             if content_type is None:
                 raise HTTPError(404, "not a web file")
-            entry = await self._snapshot(path, segments if route is None else None)
+            entry = await self._snapshot(path, segments if route.path is None else None)
         size = len(entry.body) if entry.body is not None else entry.key[1]
         etag = entry.etag
         headers = [("Content-Type", content_type), ("Last-Modified", entry.last_modified),
-                   ("ETag", etag), ("Cache-Control", cache_control),
-                   ("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
+                   ("ETag", etag)] + list(route.headers.items()) + \
+                  [("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
         if not_modified(request, etag, entry.mtime):
             return FileReply(304, headers)
         status, start, end = 200, 0, size - 1
@@ -2288,11 +2302,11 @@ def list_ipv4_addresses():
 
 def parse_address_preference(preference):
     """'auto' -> None; 'ip:<dotted IPv4>' -> the address; else ValueError."""
-    if preference == "auto":
+    if preference == ADVERTISED_ADDRESS_AUTO:
         return None
-    if isinstance(preference, str) and preference.startswith("ip:"):
+    if isinstance(preference, str) and preference.startswith(ADVERTISED_ADDRESS_IP_PREFIX):
         try:
-            return str(ipaddress.IPv4Address(preference[3:].strip()))
+            return str(ipaddress.IPv4Address(preference[len(ADVERTISED_ADDRESS_IP_PREFIX):].strip()))
         except ValueError:
             pass
     raise ValueError("displayed address must be 'auto' or 'ip:<IPv4 address>', got %r" % (preference,))
@@ -2348,7 +2362,7 @@ def is_port_in_use(ip, port):
     """ALS 0.7 helper: True when the server could not listen on port now.
     ALS asks with its host address, the server binds 0.0.0.0; another server
     on that port blocks either, whatever its address: both are tried."""
-    for host in dict.fromkeys((ip, DEFAULT_BIND)):
+    for host in dict.fromkeys((ip, WEB_SERVER_BIND_HOST)):
         try:
             bind_listener(port, host).close()
         except PortInUseError as error:
@@ -2365,15 +2379,15 @@ def check_bind_address(bind):
     except (ValueError, TypeError):
         raise ValueError("bind address must be an IPv4 address such as 0.0.0.0 or 127.0.0.1, "
                          "got %r" % (bind,)) from None
-    if address != DEFAULT_BIND and not is_local_address(address):
+    if address != WEB_SERVER_BIND_HOST and not is_local_address(address):
         raise ValueError("bind address %s is not an address of this machine" % address)
     return address
 
 
-def displayed_address_for(preference, bind=DEFAULT_BIND):
+def displayed_address_for(preference, bind=WEB_SERVER_BIND_HOST):
     """The displayed address, reachable through the bind address: any
     resolved address with 0.0.0.0, the bind address itself otherwise."""
-    if check_bind_address(bind) == DEFAULT_BIND:
+    if check_bind_address(bind) == WEB_SERVER_BIND_HOST:
         return resolve_displayed_address(preference)
     wanted = parse_address_preference(preference)
     if wanted is not None and wanted != bind:
@@ -2382,12 +2396,135 @@ def displayed_address_for(preference, bind=DEFAULT_BIND):
     return bind
 
 
+def als_setting(getter, default):
+    """A preference of ALS (``als.config.<getter>()``, read when asked: ALS
+    reads its own at each start) when alsserve runs inside ALS; else
+    default. The only place that knows ALS's configuration."""
+    try:
+        config = importlib.import_module("als.config")
+    except ImportError:
+        return default
+    try:
+        return getattr(config, getter)()
+    except Exception as error:          # ALS's own error: say it, keep the default
+        log.warning("ALS preference %s unreadable (%s); using %r", getter, error, default)
+        return default
+
+
 def get_host_ip():
     """ALS 0.7 helper: the address to show for 'auto'."""
     return resolve_displayed_address("auto")
 
 
-# -- 6b. New images: the routes beyond the web folder, the announcer -------------
+# -- 6b. ALS 1.0's address candidates: its ranking, our interface discovery -----
+
+# ALS 1.0 ranks addresses by score (then by IP text): private +100,
+# link-local -100, loopback -200, and a weak hint from the interface name.
+PHYSICAL_INTERFACE_HINTS = ("wi-fi", "wifi", "wireless", "wlan", "wl", "ethernet", "eth", "enp", "ens", "eno")
+VIRTUAL_INTERFACE_HINTS = ("virtual", "vmware", "vbox", "hyper-v", "vethernet", "docker", "bridge", "br-",
+                           "vpn", "tun", "tap", "utun", "tailscale", "zerotier")
+
+InterfaceAddress = collections.namedtuple("InterfaceAddress", "family address")   # psutil's shape
+
+
+class NetworkAddress:
+    """One IPv4 address a browser may be sent to, as ALS 1.0 shows it in
+    its Displayed Address list: ``url`` is "http://<ip>:<port>" (no slash),
+    ``label`` "Wi-Fi - <ip>", "Ethernet - <ip>", "<interface> - <ip>" or the
+    bare ip, ``score`` its rank for auto."""
+
+    __slots__ = ("interface_name", "ip", "url", "is_loopback", "is_link_local", "is_private",
+                 "score", "label")
+
+    def __init__(self, interface_name, ip, url, is_loopback, is_link_local, is_private, score, label):
+        self.interface_name, self.ip, self.url, self.label = interface_name, ip, url, label
+        self.is_loopback, self.is_link_local, self.is_private = is_loopback, is_link_local, is_private
+        self.score = score
+
+    @classmethod
+    def of(cls, interface_name, ip, port):
+        address = ipaddress.IPv4Address(ip)
+        lowered = interface_name.lower()
+        score = (100 if address.is_private else 0) - (100 if address.is_link_local else 0) \
+            - (200 if address.is_loopback else 0)
+        if any(hint in lowered for hint in PHYSICAL_INTERFACE_HINTS):
+            score += 10
+        elif any(hint in lowered for hint in VIRTUAL_INTERFACE_HINTS):
+            score -= 10
+        if "wi-fi" in lowered or "wifi" in lowered or "wireless" in lowered or lowered.startswith(("wlan", "wl")):
+            shown = "Wi-Fi"
+        elif "ethernet" in lowered or lowered.startswith(("eth", "enp", "ens", "eno")):
+            shown = "Ethernet"
+        else:
+            shown = interface_name
+        return cls(interface_name, ip, "http://%s:%d" % (ip, port), address.is_loopback,
+                   address.is_link_local, address.is_private, score, "%s - %s" % (shown, ip) if shown else ip)
+
+    def __repr__(self):
+        return "NetworkAddress(%r, score=%d)" % (self.label, self.score)
+
+
+def build_network_address_candidates(port, interface_addresses, default_route=None):
+    """ALS 1.0's ranked candidates from a psutil-style mapping (interface
+    name -> entries with ``.family`` and ``.address``): IPv4 only, each
+    address once, best first; 127.0.0.1 when there is none. default_route:
+    an address that wins among addresses of equal score."""
+    candidates, seen = [], set()
+    for interface_name, entries in interface_addresses.items():
+        for entry in entries:
+            if entry.family != socket.AF_INET or entry.address in seen:
+                continue
+            try:
+                ipaddress.IPv4Address(entry.address)
+            except ValueError:
+                continue
+            seen.add(entry.address)
+            candidates.append(NetworkAddress.of(interface_name, entry.address, port))
+    if not candidates:
+        candidates.append(NetworkAddress.of("Loopback", "127.0.0.1", port))
+    return sorted(candidates, key=lambda c: (-c.score, c.ip != default_route, c.ip))
+
+
+def get_network_address_candidates(port, interface_addresses=None):
+    """The candidates of this machine's interfaces (ALS 1.0's
+    ``get_network_address_candidates(port)``; with a mapping, as its
+    earlier form did, those addresses instead)."""
+    if interface_addresses is not None:
+        return build_network_address_candidates(port, interface_addresses)
+    mapping = collections.OrderedDict()
+    for address, interface in _interface_addresses() + [("127.0.0.1", "lo")]:
+        mapping.setdefault(interface, []).append(InterfaceAddress(socket.AF_INET, address))
+    return build_network_address_candidates(port, mapping, _route_probe(ROUTE_PROBE_TARGETS[0]))
+
+
+def build_advertised_address_preference(ip):
+    """The Displayed Address preference that names one address."""
+    return ADVERTISED_ADDRESS_IP_PREFIX + ip
+
+
+advertised_address_preference = build_advertised_address_preference     # ALS 1.0-dev's earlier name
+
+
+def select_advertised_address(preference, candidates):
+    """The candidate the preference names ("ip:<a>", when it is one of
+    them), else the best one."""
+    candidates = list(candidates) or build_network_address_candidates(als_setting(
+        "get_www_server_port_number", DEFAULT_PORT), {})
+    if preference and preference.startswith(ADVERTISED_ADDRESS_IP_PREFIX):
+        wanted = preference[len(ADVERTISED_ADDRESS_IP_PREFIX):]
+        for candidate in candidates:
+            if candidate.ip == wanted:
+                return candidate
+    return candidates[0]
+
+
+def build_no_cache_file_response(static_path, file_name):
+    """ALS 1.0's answer for files that change under the same name: a Route
+    to the file whose ``.headers`` keep browsers from storing it."""
+    return Route(path=os.path.join(static_path, file_name), headers=NO_STORE_HEADERS)
+
+
+# -- 6c. New images: the routes beyond the web folder, the announcer -------------
 
 class Routes:
     """The URLs a server answers from somewhere else than its web folder.
@@ -2399,10 +2536,11 @@ class Routes:
     history/<id>.<ext>; any other name under history/ is 404.
     """
 
-    def __init__(self, history=None, bundle=None, live_path=None):
+    def __init__(self, history=None, bundle=None, live_path=None, no_store=()):
         self.history = history
         self.bundle = bundle            # watch mode: URL path -> file of the bundle
         self.live_path = live_path      # watch mode: the file web_image.jpg stands for
+        self.no_store = no_store        # names of the web folder sent with NO_STORE_HEADERS
 
     def __call__(self, segments):
         history = self.history
@@ -2424,6 +2562,8 @@ class Routes:
             path = self.bundle.get("/".join(segments))
             if path is not None:
                 return Route(path=path)
+        if len(segments) == 1 and segments[0] in self.no_store:
+            return Route(headers=NO_STORE_HEADERS)
         return None
 
 
@@ -2601,7 +2741,7 @@ class Announcer:
         history.release(frame)
 
 
-# -- 6c. The running server: its thread, ImageServer, ALS's facade --------------
+# -- 6d. The running server: its thread, ImageServer, ALS's facade --------------
 
 class SiteThread:
     """A Site on its own event loop, in a thread named ``alsserve``: start()
@@ -2695,7 +2835,7 @@ class ImageServer:
     """
 
     def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address="auto", assets_dir=None,
-                 publish=True, read_only=False, bind=DEFAULT_BIND, create_folder=False,
+                 publish=True, read_only=False, bind=WEB_SERVER_BIND_HOST, create_folder=False,
                  history_frames=HISTORY_FRAMES, history_bytes=HISTORY_BYTES, history_dir=None,
                  live_image=None, **site_options):
         self.web_folder = web_folder
@@ -2804,7 +2944,8 @@ class ImageServer:
             live = self.live_image if self.live_image and is_inside(self.live_image, web_folder) \
                 else waiting_image_path(assets_dir)
             return Routes(history, bundle_files(assets_dir), live)
-        return Routes(history)
+        # ALS's facade (ALS writes its own files): what ALS 1.0 sends for them.
+        return Routes(history, no_store=() if self.publish else (IMAGE_NAME, METRICS_NAME))
 
     def _start_thread(self, sock, routes, assets_dir):
         site = Site(self.web_folder, routes, **self.site_options)
@@ -2932,65 +3073,142 @@ class ImageServer:
         self.stop()
 
 
-def als_port_preference():
-    """The port for ALS's facade when it is built without one: ALS's own
-    Port Number preference, read at each start as ALS 0.7 does, when
-    alsserve runs inside ALS (``als.config`` imports); else DEFAULT_PORT.
-    The only place that knows ALS: alsserve itself never needs it."""
-    try:
-        config = importlib.import_module("als.config")
-    except ImportError:
-        return DEFAULT_PORT
-    try:
-        return config.get_www_server_port_number()
-    except Exception as error:          # ALS's own error: say it, keep the default
-        log.warning("ALS port preference unreadable (%s); using port %d", error, DEFAULT_PORT)
-        return DEFAULT_PORT
+class Signal:
+    """A signal where Qt is not loaded: ``connect``, ``disconnect`` and
+    ``emit`` as a Qt signal offers them; slots run in the emitting thread,
+    in the order they were connected."""
+
+    def __init__(self):
+        self._slots = []
+        self._lock = threading.Lock()
+
+    def connect(self, slot):
+        with self._lock:
+            self._slots.append(slot)
+
+    def disconnect(self, slot=None):
+        """Every slot, or one; TypeError when that one is not connected (as Qt)."""
+        with self._lock:
+            if slot is None:
+                self._slots = []
+            elif slot in self._slots:
+                self._slots.remove(slot)
+            else:
+                raise TypeError("%r is not connected" % (slot,))
+
+    def emit(self, *args):
+        with self._lock:
+            slots = list(self._slots)
+        for slot in slots:
+            try:
+                slot(*args)
+            except Exception:           # a slot's error is its own: the others still run
+                log.exception("error in a slot of %r", slot)
+
+
+_QT_SIGNALS_CLASS = []                  # the QObject class of the facade's Qt signals, made once
+
+
+def server_signals():
+    """The three signals of ALS's facade: real Qt signals of a QObject made
+    now (ALS's slots then run queued on the thread that connected them)
+    when the process has loaded PyQt5, plain Signal objects otherwise.
+    alsserve never imports Qt itself. Returns (owner, succeeded, failed, stopped)."""
+    qt_core = sys.modules.get("PyQt5.QtCore")
+    if qt_core is None:
+        return None, Signal(), Signal(), Signal()
+    if not _QT_SIGNALS_CLASS:
+        _QT_SIGNALS_CLASS.append(type("ServerSignals", (qt_core.QObject,), {
+            "startup_succeeded_signal": qt_core.pyqtSignal(),
+            "startup_failed_signal": qt_core.pyqtSignal(object),
+            "stopped_signal": qt_core.pyqtSignal()}))
+    owner = _QT_SIGNALS_CLASS[0]()
+    return owner, owner.startup_succeeded_signal, owner.startup_failed_signal, owner.stopped_signal
 
 
 class Server:
-    """ALS 0.7 drop-in: ``Server(static_path)`` serving a folder ALS fills
-    itself. ``start()`` blocks until ``stop()`` (a threading.Thread target);
-    without a port it listens on ALS's port preference (als_port_preference).
-    A start that cannot bind logs why at ERROR and returns at once."""
+    """ALS's network module, for ALS 0.7 and ALS 1.0: serves the web folder
+    ALS fills itself (nothing is published into it).
 
-    def __init__(self, static_path, port=None):
+    ``start()`` blocks for the server's life (the target of ALS's WebServer
+    thread). ALS 0.7 calls it without arguments: ALS's port preference,
+    every interface. ALS 1.0 calls ``start("0.0.0.0", port, future)``: the
+    future gets None once the socket listens, or the OSError of a failed
+    bind. ``startup_succeeded_signal`` / ``startup_failed_signal(error)``
+    say the same, and ``stopped_signal`` that the thread's work is over
+    (after a stop or a failed start). ``stop()`` returns at once: browsers
+    get "disconnect" and the server ends as soon as they close (STOP_GRACE
+    at most). The web folder is ``static_path``, or ALS's preference read
+    at each start; an explicit ``port`` wins over ALS's preference."""
+
+    def __init__(self, static_path=None, port=None):
+        self.static_path = static_path
         self.port = port
-        self._server = ImageServer(static_path, port=port or DEFAULT_PORT, publish=False)
-        self._stopped = threading.Event()
-        self._failed = False
+        self._signal_owner, self.startup_succeeded_signal, self.startup_failed_signal, \
+            self.stopped_signal = server_signals()
+        self._server = None             # the ImageServer of the current start
+        self._stop_requested = threading.Event()
+        self._last_start_failed = False
+        self._lock = threading.Lock()   # stop() (ALS's thread) against start()'s ending
 
-    def start(self):
-        server = self._server
-        server.port = self.port if self.port is not None else als_port_preference()
+    def start(self, host=None, port=None, startup_future=None):
+        with self._lock:
+            self._last_start_failed = False
         try:
-            server.start()
-        except (PortInUseError, ValueError, OSError) as error:
-            log.error("image server not started on port %s: %s", server.port, error)
-            self._failed = True         # the stop() that follows has nothing to stop
-            return
-        # A stop() that comes before this thread runs still stops the server.
-        try:
-            self._stopped.wait()
+            try:
+                server = self._server = self._image_server(host, port)
+                server.start()
+            except (PortInUseError, ValueError, OSError) as error:
+                log.error("image server not started on port %s: %s", port or self.port, error)
+                # ALS 1.0 maps an OSError to its own PortInUseError: it gets the bind's.
+                reported = error.__cause__ if isinstance(error.__cause__, OSError) else error
+                with self._lock:
+                    self._stop_requested.clear()    # a STOP meant for this start ends with it
+                    self._last_start_failed = True  # a stop() that follows has nothing to stop
+                if startup_future is None or not startup_future.done():
+                    if startup_future is not None:
+                        startup_future.set_exception(reported)
+                    self.startup_failed_signal.emit(reported)
+                return
+            if startup_future is None or not startup_future.done():
+                if startup_future is not None:
+                    startup_future.set_result(None)
+                self.startup_succeeded_signal.emit()
+            try:
+                self._stop_requested.wait()     # set even before this thread ran: still stops
+            finally:
+                server.stop()
+                self._stop_requested.clear()
         finally:
-            server.stop()
-            self._stopped.clear()
+            self.stopped_signal.emit()
+
+    def _image_server(self, host, port):
+        folder = self.static_path if self.static_path is not None else \
+            als_setting("get_web_folder_path", None)
+        if port is None:
+            port = self.port if self.port is not None else als_setting("get_www_server_port_number",
+                                                                       DEFAULT_PORT)
+        return ImageServer(folder, port=port, bind=host or WEB_SERVER_BIND_HOST, publish=False)
 
     def stop(self):
-        self._server.stop()
-        if self._failed:
-            self._failed = False
-        else:
-            self._stopped.set()
+        """Returns at once; the thread in start() ends once browsers closed."""
+        with self._lock:
+            if self._last_start_failed:
+                self._last_start_failed = False
+            else:
+                self._stop_requested.set()
 
     def send_message(self, message):
-        """Send a dict as JSON text to every browser. ALS's new_image is an
-        announcement: the image it just wrote is read once, kept in the
-        history, then announced."""
+        """Send a dict as JSON text to every browser; returns at once. ALS's
+        new_image is an announcement: the image it just wrote is read once,
+        kept in the history, then announced."""
+        server = self._server
+        if server is None:
+            return
         if message == {"type": "new_image"}:
-            self._server.notify_browsers_about_new_image()
+            server.notify_browsers_about_new_image()
         else:
-            self._server.send_message_text(json.dumps(message))
+            server.send_message_text(json.dumps(message))
 
 
 # =============================================================================
@@ -3164,10 +3382,10 @@ def build_argument_parser():
                              "what browsers get as the live image (default: %s)" % IMAGE_NAME)
     parser.add_argument("-p", "--port", type=int, default=None, metavar="N",
                         help="TCP port, %d-%d (default: %d)" % (PORT_RANGE + (DEFAULT_PORT,)))
-    parser.add_argument("-b", "--bind", default=DEFAULT_BIND, metavar="ADDRESS",
+    parser.add_argument("-b", "--bind", default=WEB_SERVER_BIND_HOST, metavar="ADDRESS",
                         help="IPv4 address to listen on: 0.0.0.0 for every network of this "
                              "machine, or one address, e.g. the hotspot's or 127.0.0.1 "
-                             "(default: %s)" % DEFAULT_BIND)
+                             "(default: %s)" % WEB_SERVER_BIND_HOST)
     parser.add_argument("--address", default="auto", metavar="auto|ip:A",
                         help="address shown to users: 'auto' picks the best network "
                              "address, 'ip:192.168.1.10' forces one (default: auto)")
@@ -3473,7 +3691,7 @@ def startup_block(server, qr, watching=None):
     if watching:
         lines.append("  Image:      newest %s" % watching)
     lines.append("  Open:       %s" % server.url)
-    if server.bind == DEFAULT_BIND:
+    if server.bind == WEB_SERVER_BIND_HOST:
         for address in list_ipv4_addresses():
             if address != server.displayed_address:
                 lines.append("  Also:       http://%s:%d/" % (address, port))
