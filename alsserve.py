@@ -1989,7 +1989,7 @@ class History:
                 index = json.loads(f.read().decode("utf-8"))
             self.next_id = int(index["next_id"])
             self.session = int(index["session"])
-            records = index["frames"]
+            records = index["entries"] if "entries" in index else index["frames"]   # (1.0.0's name)
         except FileNotFoundError:
             records = []
         except (OSError, ValueError, KeyError, TypeError) as error:
@@ -2036,7 +2036,7 @@ class History:
 
     def _save(self):
         index = {"next_id": self.next_id, "session": self.session,
-                 "frames": [frame.record() for frame in self.frames]}
+                 "entries": [frame.record() for frame in self.frames]}
         atomic_write(os.path.join(self.folder, HISTORY_INDEX), json.dumps(index).encode("utf-8"))
 
     def _set_frames(self, frames):
@@ -2166,7 +2166,7 @@ class History:
             if self._listing is None:
                 self._version += 1
                 body = json.dumps({"session": self.session, "live": self.live,
-                                   "frames": [frame.as_json() for frame in self.frames]}).encode("utf-8")
+                                   "entries": [frame.as_json() for frame in self.frames]}).encode("utf-8")
                 now = time.time()
                 self._listing = FileSnapshot((self._started, self._version, len(body)), body, now)
             return self._listing
@@ -2701,7 +2701,7 @@ class Announcer:
             history.set_live(self.last_frame_id)
             live = history.frame(self.last_frame_id)
             if live is not None:
-                site.hub.broadcast(json.dumps(dict(live.as_json(), type="frame")))
+                site.hub.broadcast(json.dumps(dict(live.as_json(), type="history_entry")))
         site.hub.broadcast(NEW_IMAGE_MESSAGE)
         log.info("new image %s (%.1f MB), %d browsers", os.path.basename(path),
                  len(snapshot.body) / 1e6, len(site.hub.clients))

@@ -539,7 +539,7 @@
     if (hLoading) { hDirty = true; return; }
     hLoading = true;
     fetch('history.json', { cache: 'no-cache' }).then(function (r) {
-      if (r.status === 404) return { frames: [], live: null };
+      if (r.status === 404) return { entries: [], live: null };
       if (!r.ok) throw new Error('HTTP ' + r.status);
       return r.json();
     }).then(applyHistory, function () { }).then(function () {
@@ -552,7 +552,7 @@
     if (!h || typeof h !== 'object') return;
     var keep = viewIdx >= 0 ? frames[viewIdx] : null;
     session = h.session == null ? null : h.session;
-    frames = (h.frames instanceof Array ? h.frames : []).filter(function (f) {   // this session's
+    frames = (h.entries instanceof Array ? h.entries : []).filter(function (f) {   // this session's
       return validFrame(f) && (f.session === undefined || f.session === session);
     });
     liveId = typeof h.live === 'number' ? h.live : null;
@@ -701,7 +701,7 @@
       var m;
       try { m = JSON.parse(ev.data); } catch (err) { return; }
       if (!m || typeof m !== 'object') return;
-      if (m.type === 'frame') onFrame(m);
+      if (m.type === 'history_entry') onFrame(m);
       else if (m.type === 'new_image') onNewImage();
       else if (m.type === 'disconnect') {
         stopped = true;

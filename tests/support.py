@@ -258,7 +258,7 @@ def next_announcement(ws, timeout=5.0):
     (None when the image is no history frame), and the new_image."""
     message = next_json(ws, timeout)
     frame = None
-    if message.get("type") == "frame":
+    if message.get("type") == "history_entry":
         frame, message = message, next_json(ws, timeout)
     return frame, message
 

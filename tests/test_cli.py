@@ -483,11 +483,11 @@ class WatchModeTest(unittest.TestCase):
                 while time.monotonic() < deadline and not announced:
                     opcode, _, payload = client.recv_frame(timeout=5)
                     message = json.loads(payload)
-                    if message["type"] == "frame":
+                    if message["type"] == "history_entry":
                         announced.append(message)
                 self.assertEqual(len(announced), 1)
                 self.assertEqual(get(cli.port, "/" + announced[0]["url"])[1:], ("image/png", data))
-            self.assertEqual(count_messages(client, 1.0, "frame"), 0, "announced more than once")
+            self.assertEqual(count_messages(client, 1.0, "history_entry"), 0, "announced more than once")
         finally:
             stop.set()
             reader.join(10)

@@ -205,7 +205,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
             self.server.publish_image(data)
             messages.append(next_announcement(ws))
         listing = self.listing()
-        frames = listing["frames"]
+        frames = listing["entries"]
         base = frames[0]["id"]
         self.assertEqual([f["id"] for f in frames], [base, base + 1, base + 2, base + 3])
         self.assertEqual([(f["stack_size"], f["exposure"]) for f in frames],
@@ -217,7 +217,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         self.assertEqual(times, sorted(times))
         self.assertLess(abs(times[-1] - time.time()), 10)
         for frame, data, (message, new_image) in zip(frames, images, messages):
-            self.assertEqual(message, dict(frame, type="frame"))
+            self.assertEqual(message, dict(frame, type="history_entry"))
             self.assertEqual(new_image, NEW_IMAGE)
             status, headers, body = self.get("/" + frame["url"])
             self.assertEqual((status, body), (200, data))
@@ -231,7 +231,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         status, headers, body = self.get("/history.json")
         self.assertEqual((status, headers["cache-control"]), (200, "no-cache"))
         self.assertEqual(headers["content-type"], "application/json; charset=utf-8")
-        self.assertEqual(json.loads(body), {"session": 1, "live": None, "frames": []})
+        self.assertEqual(json.loads(body), {"session": 1, "live": None, "entries": []})
         self.assertEqual(self.get("/history.json", headers=[("If-None-Match", headers["etag"])])[0], 304)
         self.server.publish_image(make_jpeg(3000))
         self.assertTrue(wait_until(lambda: len(self.server.history) == 1))
@@ -273,7 +273,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         self.assertEqual(next_announcement(ws), (None, NEW_IMAGE))
         listing = self.listing()
         self.assertEqual((listing["session"], listing["live"]), (2, None))
-        self.assertEqual([f["session"] for f in listing["frames"]], [1])        # kept: within budget
+        self.assertEqual([f["session"] for f in listing["entries"]], [1])        # kept: within budget
         self.server.publish_image(make_jpeg(3000, b"2"))
         frame, _ = next_announcement(ws)
         self.assertEqual((frame["id"], frame["session"]), (first["id"] + 1, 2))
@@ -284,10 +284,10 @@ class HistoryOverHTTPTest(HistoryServerCase):
         for data in images:
             self.server.publish_image(data)
             next_announcement(ws)
-        before = self.listing()["frames"]
+        before = self.listing()["entries"]
         self.server.stop()
         server = self.start_server()
-        self.assertEqual(self.listing(server)["frames"], before)
+        self.assertEqual(self.listing(server)["entries"], before)
         for frame, data in zip(before, images):
             self.assertEqual(self.get("/" + frame["url"], server)[2], data)
         ws = self.browser(server)
@@ -359,7 +359,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         opcode, _, first = ws.recv_frame()
         opcode, _, second = ws.recv_frame()
         self.assertEqual(second, b'{"type": "new_image"}')
-        self.assertEqual(json.loads(first)["type"], "frame")
+        self.assertEqual(json.loads(first)["type"], "history_entry")
 
 
 class HistoryOffTest(HistoryServerCase):

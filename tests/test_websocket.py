@@ -894,7 +894,7 @@ class SlowClientTest(WSTestCase):
         # ending on a frame whose new_image was folded into the first).
         frames, stalled = self.reading_and_stalled()
         self.fill(stalled)
-        sent = [b'{"type": "frame", "id": 1}', NEW_IMAGE, b'{"type": "frame", "id": 2}', NEW_IMAGE]
+        sent = [b'{"type": "history_entry", "id": 1}', NEW_IMAGE, b'{"type": "history_entry", "id": 2}', NEW_IMAGE]
 
         def broadcast():
             for message in sent:

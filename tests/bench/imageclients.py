@@ -4,7 +4,7 @@ downloads the new image when it is announced. Raw sockets on one epoll loop
 in a process of its own, so that what is measured is the server's cost.
 
 Two ways to follow a new image:
-  viewer  our viewer: on {"type": "frame", "url": U} GET <prefix>U
+  viewer  our viewer: on {"type": "history_entry", "url": U} GET <prefix>U
   als     ALS 0.7's page: on {"type": "new_image"} GET <prefix>web_image.jpg?timestamp=<ms>
 
 Every body is received in place into a buffer of the client's (as a
@@ -116,7 +116,7 @@ class Client:
         if not self.swarm.armed or self.announced is not None:
             return
         message = json.loads(payload)
-        if self.style == "viewer" and message.get("type") == "frame":
+        if self.style == "viewer" and message.get("type") == "history_entry":
             path = self.prefix + message["url"]
         elif self.style == "als" and message.get("type") == "new_image":
             path = self.prefix + "web_image.jpg?timestamp=%d" % int(time.time() * 1000)

@@ -3,7 +3,7 @@ asyncio can do to hand a new image to its viewers.
 
 A bare asyncio server in a thread of its own (as ALS runs its server): the
 image is kept in memory, announced with the same two messages as alsserve
-({"type": "frame", "url": "history/<id>.jpg"} then {"type": "new_image"}),
+({"type": "history_entry", "url": "history/<id>.jpg"} then {"type": "new_image"}),
 and each GET gets one transport.write() of a ready-made head and the whole
 body: no file, no cache, no chunking, no limits, no checks. Not a server
 anyone should run; what the machine and the harness allow. Written for the
@@ -74,7 +74,7 @@ class Server:
         self.image = data
         self.head = ("HTTP/1.1 200 OK\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n"
                      % len(data)).encode()
-        frame = text_frame(json.dumps({"type": "frame", "id": self.frame_id,
+        frame = text_frame(json.dumps({"type": "history_entry", "id": self.frame_id,
                                        "url": "history/%d.jpg" % self.frame_id}))
         new_image = text_frame(json.dumps({"type": "new_image"}))
         for transport in list(self.websockets):

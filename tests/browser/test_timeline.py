@@ -66,7 +66,7 @@ class TimelineTests(ViewerTestCase):
         s = self.state()
         self.assertEqual(s["frames"], 4)
         self.assertTrue(self.timeline_visible())
-        frames = self.history()["frames"]
+        frames = self.history()["entries"]
         self.assertEqual(s["imageSrc"], frames[-1]["url"])
         self.assertEqual(s["liveId"], frames[-1]["id"])
         # the timeline is thumb-sized and at the bottom, above the bar
@@ -124,7 +124,7 @@ class TimelineTests(ViewerTestCase):
         self.screenshot("phone-portrait-timeline.png")
         # one tap back to live: the newest frame, zoom and centre kept
         self.page.tap("#golive")
-        newest = self.history()["frames"][-1]
+        newest = self.history()["entries"][-1]
         self.wait_for("s.viewIndex === -1 && s.imageId === %d && !s.imageLoading" % newest["id"], 5000)
         self.page.wait_for_timeout(150)
         self.assertLess(self.picture_difference(demo_frame(6)), 3, "back to live must show the newest")
@@ -142,7 +142,7 @@ class TimelineTests(ViewerTestCase):
     def test_play_loops_one_frame_at_a_time_and_keeps_the_zoom(self):
         for n in range(1, 5):
             self.publish(n, n)
-        ids = [f["id"] for f in self.history()["frames"]]
+        ids = [f["id"] for f in self.history()["entries"]]
         self.page.tap("#zoomin")
         self.page.tap("#zoomin")
         flight = {"now": 0, "max": 0}

@@ -465,7 +465,7 @@ class IdleWebSocketTest(NginxCase):
     def test_websocket_idle_for_two_keepalive_intervals_gets_the_next_image(self):
         server = self.start_server()
         messages = asyncio.run(self._idle_then_notify(server, 2 * PING_INTERVAL + 0.5))
-        self.assertEqual([m["type"] for m in messages], ["frame", "new_image"])
+        self.assertEqual([m["type"] for m in messages], ["history_entry", "new_image"])
         self.assertEqual(messages[0]["url"], server.history[-1]["url"])
 
     def test_without_alsserve_pings_nginx_closes_an_idle_websocket(self):
