@@ -1,17 +1,15 @@
+# SPDX-License-Identifier: MIT
+# Copyright (c) 2026 the alsserve authors
 """alsserve: the live image server of Astro Live Stacker, in one module.
 
 Amateur astronomers stack telescope frames live; alsserve publishes the latest
 stacked JPEG (``web_image.jpg``) and the session metrics (``data.json``) from a
 web folder, and tells every connected browser over a WebSocket (``/ws``) the
 moment a new image is ready, so phones around the telescope see the image grow
-without polling.
+without polling. Each new image is also kept in the night's history
+(``history.json``, ``history/<id>.jpg``).
 
-Each new image is also kept as a frame of the night's history (on disk,
-within a budget), listed at ``history.json`` and served, never changing, at
-``history/<id>.jpg``: the viewer's timeline, and what lets a cache in front
-(nginx) serve hundreds of viewers from one request.
-
-Standard library only, Python >= 3.8. Use it three ways::
+Standard library only, Python >= 3.8, MIT licence. Use it three ways::
 
     python -m alsserve --demo                      # try it
     python -m alsserve -d /path/to/folder          # watch mode: next to any stacking program
@@ -19,27 +17,28 @@ Standard library only, Python >= 3.8. Use it three ways::
     import alsserve                                # ALS mode: from ALS or any program
     server = alsserve.ImageServer("/path/to/web/folder", port=8000)
     url = server.start()
-    server.publish_image(jpeg_bytes)               # served from memory, announced, written
+    server.publish_image(jpeg_bytes)               # written, then served from memory and announced
     server.update_metrics(stack_size=12, total_exposure_seconds=360)
     server.stop()
+
+Threads. The event loop's thread ("alsserve") owns everything a running
+server holds: connections, the file cache, the browsers, the history's list,
+the queue of new images. Other threads (the caller's: ALS's pipeline, the
+command line) enter it one way only, ``loop.call_soon_threadsafe()``, handing
+over what they pass. Disk work runs on the loop's executor ("alsserve-io")
+as functions that return values to the loop. docs/design.md draws the map.
 
 The module reads top to bottom, one section per layer, each using only what
 is above it:
 
-1. constants, errors, small helpers
-2. HTTP: request parsing (pure), path resolution, responses
+1. constants, errors, settings, small helpers
+2. HTTP: request parsing (pure), responses
 3. WebSocket: handshake and framing (sans-I/O)
-4. connections on asyncio streams, in three parts: the static files (lookup,
-   cache, snapshots, replies), the WebSocket hub (clients, broadcast,
-   keepalive, close) and the site (the reply writer: Date, bodies in pieces,
-   sendfile, send timeout; the Site: accepts connections, reads requests,
-   answers them, start and STOP)
-5. web folder publishing (atomic writes, assets, data.json, the history)
-6. controller: displayed address and port bind, the routes beyond the web
-   folder, the announcer of new images, the loop's thread, ImageServer
-   (START, STOP, publish) and ALS's Server facade
-7. command line (``main()``): watch mode's folder watcher, the demo, the
-   terminal QR code, the night's output
+4. connections on asyncio streams: static files, the WebSocket hub, the site
+5. web folder publishing: atomic writes, assets, data.json, the history
+6. controller: addresses and port, the announcer of new images, the loop's
+   thread, ImageServer (START, STOP, publish) and ALS's Server
+7. command line (``main()``): the folder watcher, the demo, the QR code
 """
 
 import argparse
@@ -50,8 +49,10 @@ import collections
 import concurrent.futures
 import email.utils
 import enum
-import fnmatch
 import errno
+import fnmatch
+import functools
+import gzip
 import hashlib
 import importlib
 import ipaddress
@@ -71,12 +72,12 @@ import unicodedata
 from datetime import timedelta
 from urllib.parse import unquote_to_bytes
 
-__version__ = "1.0.0"
+__version__ = "1.1.0"
 
 __all__ = [
-    "PortInUseError", "WebServerOnLoopback", "HTTPError", "WebSocketProtocolError",
-    "ImageServer", "list_ipv4_addresses", "describe_ipv4_addresses", "resolve_displayed_address",
-    "main",
+    "PortInUseError", "WebServerOnLoopback", "HTTPError", "WebSocketProtocolError", "Settings",
+    "ImageServer", "ALS_MODE", "WATCH_MODE", "list_ipv4_addresses", "describe_ipv4_addresses",
+    "resolve_displayed_address", "main",
     # ALS's network module (ALS 0.7 and 1.0): ``from alsserve import *`` is all of it.
     "Server", "get_host_ip", "is_port_in_use", "WEB_SERVER_BIND_HOST", "ADVERTISED_ADDRESS_AUTO",
     "ADVERTISED_ADDRESS_IP_PREFIX", "NetworkAddress", "build_network_address_candidates",
@@ -89,7 +90,7 @@ access_log = logging.getLogger("alsserve.access")   # one line per request
 
 
 # =============================================================================
-# 1. Constants, errors, small helpers
+# 1. Constants, errors, settings, small helpers
 # =============================================================================
 
 DEFAULT_PORT = 8000
@@ -99,66 +100,28 @@ WEB_SERVER_BIND_HOST = "0.0.0.0"     # every local IPv4 interface, as the ALS do
 ADVERTISED_ADDRESS_AUTO = "auto"
 ADVERTISED_ADDRESS_IP_PREFIX = "ip:"
 
+# How a server treats its web folder: ALS mode publishes the viewer, the
+# waiting image and data.json into it (or, for ALS's Server, serves what ALS
+# writes); watch mode never writes into it (another program's folder).
+ALS_MODE = "als"
+WATCH_MODE = "watch"
+
 IMAGE_NAME = "web_image.jpg"
 METRICS_NAME = "data.json"
 WAITING_IMAGE_NAME = "waiting.jpg"
 INDEX_NAME = "index.html"
 DEFAULT_ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-# Folders of the assets bundle that START does not publish (our demo frames).
-UNPUBLISHED_ASSET_FOLDERS = ("demo",)
+UNPUBLISHED_ASSET_FOLDERS = ("demo",)       # in the bundle, never published
 
-# History of the night. Frames live in a hidden folder of the web folder
-# (never served by that name), listed at history.json, served at
-# history/<id>.jpg. Budget for a Raspberry Pi's SD card: 300 frames (a night
-# at one frame a minute and more), at most 1 GiB (300 frames of a 3 MB image,
-# about 90 of a 24 MP DSLR stack); no frame is stored while the disk has less
-# than 1 GiB free, which stays for the astronomer's own stacks.
-HISTORY_FOLDER = ".alsserve-history"
+# The history: a hidden folder of the web folder (never served by that name),
+# listed at history.json, its images served at history/<id>.jpg.
+HISTORY_FOLDER_NAME = ".alsserve-history"
 HISTORY_INDEX = "index.json"
 HISTORY_LISTING = "history.json"
-HISTORY_URL_FOLDER = "history"
-HISTORY_FRAMES = 300
-HISTORY_BYTES = 1 << 30
-HISTORY_MIN_FREE = 1 << 30
+HISTORY_URL_PATH = "history"
 
-# HTTP limits: never read an unbounded amount from a client.
-MAX_REQUEST_LINE = 8 * 1024
-MAX_HEADER_BYTES = 16 * 1024
-MAX_HEADER_FIELDS = 100
-HEADER_TIMEOUT = 10.0        # a new connection must send a complete head within this
-KEEPALIVE_TIMEOUT = 15.0     # an idle keep-alive connection is closed after this
-SEND_TIMEOUT = 30.0          # a download that takes no data this long is dropped
-MAX_CONNECTIONS = 4000       # HTTP + WebSocket connections together; beyond: 503
-
-# File cache: every served file up to CACHE_FILE_LIMIT is kept in memory, shared
-# by all concurrent downloads and re-read only when its stat changes.
-CACHE_FILE_LIMIT = 32 * 1024 * 1024
-CACHE_TOTAL_LIMIT = 96 * 1024 * 1024
-STREAM_CHUNK = 256 * 1024
-SENDFILE_CHUNK = 1024 * 1024       # small enough for slow Wi-Fi within SEND_TIMEOUT
-# A JPEG or PNG being rewritten in place is re-read until two stats agree and
-# it ends with its end marker; meanwhile the previous complete copy is served.
-STABLE_READ_ATTEMPTS = 50
-STABLE_READ_PAUSE = 0.02
-# A served file that disappears (ALS on Windows removes web_image.jpg before
-# renaming the new one onto it) is served from its last complete copy this long.
-VANISHED_GRACE = 5.0
-
-# WebSocket defaults.
-WS_PATH = "/ws"
-WS_MAX_CLIENTS = 2000            # leaves headroom above 1000-client star parties
-WS_MAX_MESSAGE = 64 * 1024       # clients send tiny messages or none
-WS_PING_INTERVAL = 20.0          # a client silent for 2 intervals is dropped
-WS_SEND_TIMEOUT = 10.0           # a client that cannot drain this long is dropped
-# Distinct messages (and their bytes) that may wait for one client; beyond,
-# the client is dropped: it is far behind and would grow our memory.
-WS_MAX_PENDING = 1024
-WS_MAX_PENDING_BYTES = 4 * 1024 * 1024
-WS_CLOSE_TIMEOUT = 2.0           # wait this long for the peer's Close
-
-STOP_GRACE = 2.0
-IO_THREADS = 4                   # threads for the disk work of one running server
-NOTIFY_READ_DELAY = 0.0005       # a notify's file read starts this much later (see Announcer)
+STOP_GRACE = 2.0                # STOP waits this long for browsers to close
+IO_THREADS = 4                  # executor threads for the disk work of one server
 
 
 class PortInUseError(RuntimeError):
@@ -170,11 +133,8 @@ class WebServerOnLoopback(Exception):
 
 
 class HTTPError(Exception):
-    """An HTTP request that gets an error response instead of a file.
-
-    ``close`` says whether the connection must be closed after the reply
-    (the request stream can no longer be trusted).
-    """
+    """A request that gets an error response; ``close``: the connection
+    cannot be trusted any more and is closed after the reply."""
 
     def __init__(self, status, detail="", close=False, headers=()):
         super().__init__(status, detail)
@@ -184,15 +144,93 @@ class HTTPError(Exception):
         self.headers = list(headers)
 
 
+class Settings:
+    """The limits and timeouts of a server: one object, given to the parts
+    that need it. ``Settings(send_timeout=5.0)`` changes one; an unknown
+    name or a value of the wrong kind is a ValueError."""
+
+    header_timeout = 10.0           # a new connection sends a whole request head within this
+    keepalive_timeout = 15.0        # an idle keep-alive connection is closed after this
+    send_timeout = 30.0             # a download that takes no data this long is dropped
+    max_connections = 4000          # HTTP and WebSocket together; beyond: 503
+    cache_file_limit = 32 << 20     # files up to this are kept in memory, shared by all downloads
+    cache_total_limit = 96 << 20    # least recently used copies go beyond this
+    vanished_grace = 5.0            # a file missing for a moment (Windows replace) is served this long
+    ws_max_clients = 2000           # leaves headroom above 1000-client star parties
+    ws_max_message = 64 << 10       # browsers send tiny messages or none
+    ws_ping_interval = 20.0         # a browser silent for 2 intervals is dropped
+    ws_send_timeout = 10.0          # a browser that cannot drain this long is dropped
+    ws_max_pending = 1024           # distinct messages waiting for one browser ...
+    ws_max_pending_bytes = 4 << 20  # ... and their bytes; beyond: dropped, it is far behind
+    ws_close_timeout = 2.0          # wait this long for the browser's Close
+    history_entries = 300           # the history's budget: a night at one image a minute ...
+    history_bytes = 1 << 30         # ... on a Raspberry Pi's SD card
+    history_min_free = 1 << 30      # no history image while the disk has less free
+    trusted_proxy = None            # a proxy's address: its X-Forwarded-For names the client in the log
+
+    def __init__(self, **changes):
+        for name, value in changes.items():
+            if name.startswith("_") or not hasattr(Settings, name) or callable(getattr(Settings, name)):
+                raise ValueError("no setting %r" % name)
+            if name == "trusted_proxy":
+                value = None if value is None else check_ip_address("trusted proxy", value)
+            elif isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 \
+                    or (isinstance(getattr(Settings, name), int) and not isinstance(value, int)):
+                raise ValueError("setting %s must be a non-negative %s, got %r"
+                                 % (name, type(getattr(Settings, name)).__name__, value))
+            setattr(self, name, value)
+
+
+def check_port(port):
+    low, high = PORT_RANGE
+    if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= high:
+        raise ValueError("port must be an integer in %d-%d, got %r" % (low, high, port))
+    return port
+
+
+def check_count(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("%s must be a non-negative integer, got %r" % (name, value))
+    return value
+
+
+def check_ip_address(name, value):
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValueError("%s must be an IP address, got %r" % (name, value)) from None
+
+
+def check_web_folder(web_folder, writable=True, may_create=False):
+    """The web folder as an absolute path, or ValueError naming what is
+    wrong. may_create: missing is fine if it can be created (later)."""
+    if not isinstance(web_folder, (str, os.PathLike)):
+        raise ValueError("web folder must be a path, got %r" % (web_folder,))
+    path = os.path.abspath(os.fspath(web_folder))
+    if may_create and not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
+            raise ValueError("web folder %s cannot be created in %s" % (path, parent))
+        return path
+    if not os.path.exists(path):
+        raise ValueError("web folder %s does not exist" % path)
+    if not os.path.isdir(path):
+        raise ValueError("web folder %s is not a directory" % path)
+    if not os.access(path, (os.W_OK if writable else os.R_OK) | os.X_OK):
+        raise ValueError("web folder %s is not %s" % (path, "writable" if writable else "readable"))
+    return path
+
+
 def read_file(path):
     with open(path, "rb") as f:
         return f.read()
 
 
 def is_inside(path, folder):
-    """True when path is in folder (or below), symlinks resolved."""
+    """True when path is in folder or below it, symlinks resolved: the one
+    check that keeps what is served and written where it belongs."""
     folder = os.path.realpath(folder)
-    return os.path.realpath(path).startswith(folder + os.sep)
+    return os.path.realpath(path).startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def http_date(timestamp=None):
@@ -207,36 +245,48 @@ def format_exposure(total_exposure_seconds):
 
 def metrics_json(stack_size, total_exposure_seconds):
     """The exact data.json text ALS writes: {"STACK_SIZE": n, "EXPO": "H:MM:SS"}."""
+    check_count("stack size", stack_size)
+    if isinstance(total_exposure_seconds, bool) or not isinstance(total_exposure_seconds, (int, float)) \
+            or not 0 <= total_exposure_seconds < float("inf"):
+        raise ValueError("total exposure must be a non-negative number of seconds, got %r"
+                         % (total_exposure_seconds,))
     return json.dumps({"STACK_SIZE": stack_size, "EXPO": format_exposure(total_exposure_seconds)})
 
 
-def is_complete_jpeg(data):
-    """True when data starts with SOI and ends with EOI (not a half-written JPEG)."""
-    return data[:2] == b"\xff\xd8" and data.rstrip(b"\0")[-2:] == b"\xff\xd9"
-
-
-# PNG (ISO/IEC 15948): the signature, and the IEND chunk that ends every file.
+# Images are written in place by many programs: a copy counts once it has
+# its start signature and its end marker (JPEG SOI/EOI, PNG's IEND chunk).
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_END = b"\0\0\0\0IEND\xaeB`\x82"
+IMAGE_MARKERS = {"image/jpeg": (b"\xff\xd8", b"\xff\xd9"), "image/png": (PNG_SIGNATURE, PNG_END)}
 
 
-def is_complete_png(data):
-    """True when data has the PNG signature and ends with the IEND chunk."""
-    return data[:8] == PNG_SIGNATURE and data[-12:] == PNG_END
-
-
-def is_complete_image(data, content_type):
-    """False for a JPEG or PNG that is not whole yet; True for other types."""
+def is_complete_image(head, tail, content_type):
+    """False for a JPEG or PNG whose first bytes (head) or last bytes (tail)
+    are not its markers yet; True for other types. A JPEG may end in zero
+    padding after EOI."""
+    markers = IMAGE_MARKERS.get(content_type)
+    if markers is None:
+        return True
     if content_type == "image/jpeg":
-        return is_complete_jpeg(data)
-    if content_type == "image/png":
-        return is_complete_png(data)
-    return True
+        tail = tail.rstrip(b"\0")
+    return head.startswith(markers[0]) and tail.endswith(markers[1])
+
+
+def check_jpeg(data):
+    if not is_complete_image(data[:2], data[-1024:], "image/jpeg"):
+        raise ValueError("not a complete JPEG image (%d bytes; must start with FFD8 and end with FFD9)"
+                         % len(data))
+    return data
 
 
 # =============================================================================
 # 2. HTTP: request parsing (pure: bytes in, request or HTTPError out), responses
 # =============================================================================
+
+# Never read an unbounded amount from a client.
+MAX_REQUEST_LINE = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADER_FIELDS = 100
 
 # RFC 9110 section 15: the reason phrases we send.
 REASONS = {
@@ -262,6 +312,9 @@ CONTENT_TYPES = {
     ".gif": "image/gif", ".ico": "image/x-icon", ".webp": "image/webp",
     ".mp4": "video/mp4", ".webm": "video/webm",
 }
+# Text is sent gzip-compressed to browsers that accept it; images and video
+# are compressed already.
+COMPRESSIBLE_TYPES = frozenset(t for t in CONTENT_TYPES.values() if t.endswith("charset=utf-8"))
 
 # RFC 9110 section 5.6.2: token characters (method and header field names).
 _TOKEN_CHARS = frozenset(b"!#$%&'*+-.^_`|~0123456789"
@@ -281,15 +334,17 @@ def content_type_for(name):
 
 
 class Request:
-    """One parsed request head. Header names are lower-cased; values kept as sent."""
+    """One parsed request head. Header names are lower-cased; values kept as
+    sent. ``path``: the target's path, in origin-form or absolute-form."""
 
-    __slots__ = ("method", "target", "version", "headers")
+    __slots__ = ("method", "target", "version", "headers", "path")
 
     def __init__(self, method, target, version, headers):
         self.method = method
         self.target = target
         self.version = version
         self.headers = headers          # list of (lower-case name, value)
+        self.path = target_path(target)
 
     def header(self, name, default=None):
         """The value of a header that must not repeat (None when absent)."""
@@ -307,10 +362,6 @@ class Request:
         return tokens
 
     @property
-    def path(self):
-        return self.target.split("?", 1)[0].split("#", 1)[0]
-
-    @property
     def keep_alive(self):
         tokens = self.header_tokens("connection")
         if self.version == "HTTP/1.0":
@@ -319,6 +370,17 @@ class Request:
 
     def __repr__(self):
         return "Request(%r, %r, %r)" % (self.method, self.target, self.version)
+
+
+def target_path(target):
+    """The path of a request target without query and fragment. An
+    absolute-form target (RFC 9112 section 3.2.2, which a server must
+    accept) gives its path: "http://host/ws" is "/ws"."""
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    if path[:8].lower().startswith(("http://", "https://")):
+        rest = path.split("://", 1)[1]
+        path = rest[rest.find("/"):] if "/" in rest else "/"
+    return path
 
 
 def _bounded_int(digits):
@@ -347,8 +409,7 @@ def parse_request(head):
     if not head.endswith(b"\r\n\r\n"):
         raise HTTPError(400, "header section not terminated by a blank line", close=True)
 
-    request_line = head[:line_end]
-    parts = request_line.split(b" ")
+    parts = head[:line_end].split(b" ")
     if len(parts) != 3 or not all(parts):
         raise HTTPError(400, "malformed request line", close=True)
     method, target, version = parts
@@ -378,8 +439,7 @@ def parse_request(head):
             raise HTTPError(400, "control character in header field", close=True)
         headers.append((name.decode("ascii").lower(), value.decode("latin-1")))
 
-    request = Request(method.decode("ascii"), target.decode("ascii"),
-                      version.decode("ascii"), headers)
+    request = Request(method.decode("ascii"), target.decode("ascii"), version.decode("ascii"), headers)
     _check_framing(request)
     if request.version == "HTTP/1.1" and sum(1 for k, _ in headers if k == "host") != 1:
         raise HTTPError(400, "HTTP/1.1 requires exactly one Host header", close=True)
@@ -405,17 +465,14 @@ def _check_framing(request):
 
 
 def split_target(target):
-    """The path segments of a request target, decoded once, or HTTPError.
+    """The segments of a request target's path, decoded once, or HTTPError.
 
     Pure: no file system. Refuses every shape that could leave the web folder
     or name something that is not meant to be served: dot segments, encoded
     separators, backslashes, NUL and control characters, drive letters and
     stream names, dotfiles, empty segments, Windows device names.
     """
-    path = target.split("?", 1)[0].split("#", 1)[0]
-    if path.startswith(("http://", "https://")):      # absolute-form (RFC 9112 3.2.2)
-        rest = path.split("://", 1)[1]
-        path = rest[rest.find("/"):] if "/" in rest else "/"
+    path = target_path(target)
     if not path.startswith("/"):
         raise HTTPError(400, "request target must start with /")
     lowered = path.lower()
@@ -495,6 +552,25 @@ def not_modified(request, etag, mtime):
     return False
 
 
+def accepts_gzip(request):
+    """RFC 9110 section 12.5.3: gzip (or x-gzip, or *) listed without q=0."""
+    accepted = {}
+    for token in request.header_tokens("accept-encoding"):
+        coding, _, parameters = token.partition(";")
+        quality = 1.0
+        name, _, number = parameters.strip().partition("=")
+        if name.strip() == "q":
+            try:
+                quality = float(number)
+            except ValueError:
+                quality = 0.0
+        accepted[coding.strip()] = quality
+    for coding in ("gzip", "x-gzip", "*"):
+        if coding in accepted:
+            return accepted[coding] > 0
+    return False
+
+
 class ResponseHead:
     """Status line and headers of one response, rendered to bytes once."""
 
@@ -511,13 +587,11 @@ class ResponseHead:
         if self.status != 101:          # (a 101 names its own Connection: Upgrade)
             options = []
             if any(name == "Upgrade" for name, _ in self.headers):
-                # RFC 9110 7.8: Upgrade is hop-by-hop; a proxy must not pass it on.
-                options.append("upgrade")
+                options.append("upgrade")   # RFC 9110 7.8: hop-by-hop, a proxy must not pass it on
             if not keep_alive:
                 options.append("close")
             elif http10:
-                # An HTTP/1.0 client keeps the connection only when told so.
-                options.append("keep-alive")
+                options.append("keep-alive")    # an HTTP/1.0 client keeps it only when told
             if options:
                 lines.append("Connection: " + ", ".join(options))
         lines.append("\r\n")
@@ -526,14 +600,10 @@ class ResponseHead:
 
 def error_response(error):
     """Head and body bytes for an HTTPError: a short text body saying why."""
-    reason = REASONS.get(error.status, "Error")
-    body = ("%d %s\n" % (error.status, reason)).encode("ascii")
+    body = ("%d %s\n" % (error.status, REASONS.get(error.status, "Error"))).encode("ascii")
     head = ResponseHead(error.status, [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Cache-Control", "no-cache"),
-        ("X-Content-Type-Options", "nosniff"),
-    ] + error.headers)
+        ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
+        ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")] + error.headers)
     if error.status == 405:
         head.headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
     return head, body
@@ -546,6 +616,7 @@ def error_response(error):
 # RFC 6455 section 1.3: the GUID appended to Sec-WebSocket-Key.
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WS_VERSION = "13"
+WS_PATH = "/ws"
 
 
 class Opcode(enum.IntEnum):
@@ -643,21 +714,15 @@ def mask_bytes(mask, data):
     return (int.from_bytes(data, "little") ^ int.from_bytes(repeated, "little")).to_bytes(length, "little")
 
 
-def build_frame(opcode, payload=b"", fin=True, mask=None, rsv=0):
-    """One frame as bytes. Servers send unmasked frames; ``mask`` (4 bytes)
-    builds client frames for tests and peers."""
-    first = (0x80 if fin else 0) | (rsv << 4) | int(opcode)
-    mask_bit = 0x80 if mask is not None else 0
+def build_frame(opcode, payload=b"", fin=True):
+    """One server frame (unmasked, RFC 6455 section 5.1) as bytes."""
+    first = (0x80 if fin else 0) | int(opcode)
     length = len(payload)
     if length < 126:
-        head = bytes((first, mask_bit | length))
-    elif length < 65536:
-        head = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
-    else:
-        head = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
-    if mask is None:
-        return head + payload
-    return head + mask + mask_bytes(mask, payload)
+        return bytes((first, length)) + payload
+    if length < 65536:
+        return bytes((first, 126)) + length.to_bytes(2, "big") + payload
+    return bytes((first, 127)) + length.to_bytes(8, "big") + payload
 
 
 def build_close(code=None, reason=""):
@@ -715,7 +780,7 @@ class FrameParser:
     WebSocketProtocolError carrying the close code to answer with.
     """
 
-    def __init__(self, max_message=WS_MAX_MESSAGE):
+    def __init__(self, max_message=Settings.ws_max_message):
         self.max_message = max_message
         self._buffer = bytearray()
         self._fragments = None          # list of payloads of an open message
@@ -825,172 +890,110 @@ class FrameParser:
         return message
 
 
+
+
 # =============================================================================
 # 4. Connections on asyncio streams: static files, WebSocket hub, the site
 # =============================================================================
 
-# The stream reader may buffer one maximal head, never more.
-READER_LIMIT = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4
+READER_LIMIT = MAX_REQUEST_LINE + MAX_HEADER_BYTES + 4     # one maximal head, never more
 LISTEN_BACKLOG = 1024
+STREAM_CHUNK = 256 * 1024       # bodies go out in pieces: a slow phone holds one piece, not the image
+SENDFILE_CHUNK = 1024 * 1024    # small enough for slow Wi-Fi within the send timeout
+# An image being written in place is re-read until two stats agree and it is
+# complete; one that stays incomplete but unchanged this long is what it is.
+STABLE_READ_ATTEMPTS = 50
+STABLE_READ_PAUSE = 0.02
+UNSTABLE_ACCEPT = 0.5
 NEW_IMAGE_MESSAGE = json.dumps({"type": "new_image"})
 DISCONNECT_MESSAGE = json.dumps({"type": "disconnect"})
-NO_CACHE = "no-cache"                  # revalidate every time (the ETag makes it cheap)
-IMMUTABLE = "public, max-age=31536000, immutable"     # never changes: caches keep it
+NO_CACHE = "no-cache"                                   # revalidate every time (the ETag makes it cheap)
+IMMUTABLE = "public, max-age=31536000, immutable"       # never changes: caches keep it
 # What ALS 1.0 sends for web_image.jpg and data.json: no browser keeps a copy.
 NO_STORE_HEADERS = {"Cache-Control": "no-store, no-cache, must-revalidate", "Pragma": "no-cache",
                     "Expires": "0"}
 
 
-class Waker:
-    """Runs callbacks on the event loop when other threads ask: at once and
-    cheaply for the asking thread (the stacking pipeline). A callback asked
-    for again before it ran runs once.
-
-    POSIX: the asking thread writes one byte to a pipe that the loop watches,
-    about half the cost of call_soon_threadsafe() (a socket pair). Elsewhere,
-    or when the loop has no add_reader (Windows' proactor), it is
-    call_soon_threadsafe().
-    """
-
-    def __init__(self, loop):
-        self.loop = loop
-        self._requested = {}            # callback -> True until it has run
-        self._read_fd = None
-        self._write = None
-        if os.name == "posix":
-            self._open_pipe()
-
-    def _open_pipe(self):
-        read_fd, write_fd = os.pipe()
-        try:
-            os.set_blocking(read_fd, False)
-            os.set_blocking(write_fd, False)
-            self.loop.add_reader(read_fd, self._run)
-        except (NotImplementedError, OSError):
-            os.close(read_fd)
-            os.close(write_fd)
-            return
-        self._read_fd = read_fd
-        # A file object: a write racing with close fails cleanly (ValueError)
-        # instead of hitting a reused descriptor.
-        self._write = open(write_fd, "wb", buffering=0)
-
-    def request(self, callback):
-        """Thread-safe: run callback() on the loop soon. Returns at once;
-        RuntimeError when the loop has closed."""
-        if self._requested.get(callback):
-            return
-        self._requested[callback] = True
-        if self._write is None:
-            self.loop.call_soon_threadsafe(self._run)
-            return
-        try:
-            self._write.write(b"\0")    # None when the pipe is full: a wake-up is pending anyway
-        except (ValueError, OSError):   # closed by STOP in between
-            self._requested.pop(callback, None)
-
-    def _run(self):
-        if self._read_fd is not None:
-            try:
-                os.read(self._read_fd, 4096)
-            except OSError:
-                pass
-        for callback in list(self._requested):
-            del self._requested[callback]   # first: a request made while it runs is kept
-            callback()
-
-    def close(self):
-        """The write end first: a late request then fails as a closed file."""
-        if self._write is not None:
-            self._write.close()
-        if self._read_fd is not None:
-            self.loop.remove_reader(self._read_fd)
-            os.close(self._read_fd)
-            self._read_fd = None
-
-
 # -- 4a. Static files: snapshots, the shared cache, lookup and replies ----------
 
 class FileSnapshot:
-    """One complete, consistent copy of a served file and its validators
-    (body None for a file too big to cache, streamed from disk)."""
+    """One complete, consistent copy of a served file (``body`` None: too big
+    to keep, streamed from disk). ``version`` identifies the content: the
+    file's stat_version for a copy of a file, our own tuple for bytes of
+    ours; the ETag is made from it."""
 
-    __slots__ = ("key", "body", "etag", "mtime", "last_modified")
+    __slots__ = ("body", "size", "mtime", "version", "etag", "last_modified", "_gzipped")
 
-    def __init__(self, key, body, mtime):
-        self.key = key                  # (inode, size, mtime_ns) of the copy
+    def __init__(self, body, mtime, version, size=None):
         self.body = body
+        self.size = len(body) if body is not None else size
         self.mtime = mtime
-        self.etag = '"%x-%x-%x"' % key
+        self.version = version
+        self.etag = '"%s"' % "-".join("%x" % part for part in version)
         self.last_modified = http_date(mtime)
+        self._gzipped = None
+
+    def gzipped(self):
+        """The body gzip-compressed, made once for this content."""
+        if self._gzipped is None:
+            self._gzipped = gzip.compress(self.body, 9, mtime=0)
+        return self._gzipped
 
 
-def stat_key(st):
+def stat_version(st):
     return st.st_ino, st.st_size, st.st_mtime_ns
 
 
-def read_snapshot(path):
-    """Read a file and say whether the copy is consistent:
-    (key, body, mtime, stable).
-
-    Stable means the file did not change while it was read (same inode,
-    size and mtime before and after) and, for a JPEG or PNG, that it is
-    complete: ALS's Save module and other programs write images in place,
-    so a read can land in the middle of a write.
-    """
-    with open(path, "rb") as f:
+def read_snapshot(path, opener=open):
+    """Read a file: (FileSnapshot, stable). Stable: it did not change while
+    it was read (same stat before and after) and, for a JPEG or PNG, it is
+    complete; ALS and other programs write images in place."""
+    with opener(path, "rb") as f:
         before = os.fstat(f.fileno())
         body = f.read(before.st_size + 1)
         after = os.fstat(f.fileno())
-    key = stat_key(after)
-    stable = stat_key(before) == key and len(body) == after.st_size \
-        and is_complete_image(body, content_type_for(path))
-    return key, body, after.st_mtime, stable
+    version = stat_version(after)
+    stable = stat_version(before) == version and len(body) == after.st_size \
+        and is_complete_image(body[:8], body[-1024:], content_type_for(path))
+    return FileSnapshot(body, after.st_mtime, version), stable
 
 
 def read_whole_snapshot(path):
-    """A complete, consistent FileSnapshot of a file, re-read until it is
-    stable; None when it is missing or stays incomplete. Blocking: for
-    threads other than the event loop's."""
+    """A complete FileSnapshot of a file, re-read until it is stable; None
+    when it is missing or stays incomplete. Blocking: for executor threads."""
     for _attempt in range(STABLE_READ_ATTEMPTS):
         try:
-            key, body, mtime, stable = read_snapshot(path)
+            snapshot, stable = read_snapshot(path)
         except OSError:
             return None
         if stable:
-            return FileSnapshot(key, body, mtime)
+            return snapshot
         time.sleep(STABLE_READ_PAUSE)
     return None
 
 
 class FileCache:
-    """Snapshots of served files shared by all concurrent downloads.
+    """Copies of served files shared by all concurrent downloads.
 
-    A file is read once per change (its stat key), by one task however many
+    A file is read once per change (its stat), by one task however many
     clients ask for it at once; while a JPEG or PNG is being rewritten the
-    previous complete copy keeps being served, and a file that disappears
-    for a moment is served from its last copy for VANISHED_GRACE. Least
-    recently used copies are evicted beyond ``total_limit`` bytes.
+    previous complete copy is served, and a file missing for a moment is
+    served from its last copy for ``vanished_grace``. Least recently used
+    copies go beyond ``cache_total_limit`` bytes.
     """
 
-    def __init__(self, file_limit=CACHE_FILE_LIMIT, total_limit=CACHE_TOTAL_LIMIT):
-        self.file_limit = file_limit
-        self.total_limit = total_limit
+    def __init__(self, settings):
+        self.settings = settings
         self._entries = {}              # path -> FileSnapshot (dict order = LRU order)
         self._loading = {}              # path -> Task reading the file
-        self._unstable = {}             # path -> (key, since when) of an incomplete copy
+        self._unstable = {}             # path -> (version, since when) of an incomplete copy
         self._vanished = {}             # path -> since when the file is missing
-        self._pinned = {}               # path -> copy served whatever the file holds, until settled
         self._total = 0
-        self.disk_reads = 0
 
     async def get(self, path, st):
         self._vanished.pop(path, None)
-        pinned = self._pinned.get(path)
-        if pinned is not None:
-            return pinned
         entry = self._entries.get(path)
-        if entry is not None and entry.key == stat_key(st):
+        if entry is not None and entry.version == stat_version(st):
             self._entries[path] = self._entries.pop(path)
             return entry
         task = self._loading.get(path)
@@ -1000,39 +1003,23 @@ class FileCache:
             task.add_done_callback(lambda _t: self._loading.pop(path, None))
         return await asyncio.shield(task)
 
-    def put(self, path, entry):
-        """Serve this copy of path from now on: its bytes are already in
-        hand (just published), so no request waits on the disk. A copy
-        over file_limit is not kept (such a file is streamed from disk)."""
+    def put(self, path, snapshot):
+        """Serve this copy of path from now on (its bytes are in hand: no
+        request waits on the disk); one over the file limit is not kept."""
         self._unstable.pop(path, None)
         self._vanished.pop(path, None)
-        if len(entry.body) > self.file_limit:
-            self._drop(path)
-            return
-        self._store(path, entry)
-
-    def pin(self, path, entry):
-        """Serve this copy of path before its file is written (publish_image
-        announces first): whatever the file holds until settle()."""
-        self._pinned[path] = entry
-
-    def settle(self, path, entry, key):
-        """The file of a pinned copy is written (key: its stat key; None: the
-        write failed, the file is the truth again)."""
-        if self._pinned.get(path) is entry:
-            del self._pinned[path]
-            if key is not None:
-                self.put(path, FileSnapshot(key, entry.body, key[2] / 1e9))
-            else:
-                self._drop(path)
+        self._drop(path)
+        if snapshot.size <= self.settings.cache_file_limit:
+            self._entries[path] = snapshot
+            self._total += snapshot.size
+            while self._total > self.settings.cache_total_limit and len(self._entries) > 1:
+                self._drop(next(iter(self._entries)))
 
     def vanished(self, path, now):
-        """The last copy of a file that is missing now, while it has been
-        missing for less than VANISHED_GRACE; else None."""
-        entry = self._pinned.get(path) or self._entries.get(path)
-        if entry is None or entry.body is None:
-            return None
-        if now - self._vanished.setdefault(path, now) > VANISHED_GRACE:
+        """The last copy of a file missing now, while it has been missing
+        for less than vanished_grace; else None."""
+        entry = self._entries.get(path)
+        if entry is None or now - self._vanished.setdefault(path, now) > self.settings.vanished_grace:
             return None
         return entry
 
@@ -1042,53 +1029,40 @@ class FileCache:
         first_unstable = self._unstable.get(path)
         for _attempt in range(STABLE_READ_ATTEMPTS):
             if size > STREAM_CHUNK:     # big reads leave the event loop free
-                key, body, mtime, stable = await loop.run_in_executor(None, read_snapshot, path)
+                snapshot, stable = await loop.run_in_executor(None, read_snapshot, path)
             else:
-                key, body, mtime, stable = read_snapshot(path)
-            self.disk_reads += 1
-            if not stable and first_unstable is not None and first_unstable[0] == key \
-                    and loop.time() - first_unstable[1] > 0.5:
-                stable = True           # unchanged for a while: it is what it is
+                snapshot, stable = read_snapshot(path)
+            if not stable and first_unstable is not None and first_unstable[0] == snapshot.version \
+                    and loop.time() - first_unstable[1] > UNSTABLE_ACCEPT:
+                stable = True
             if stable:
-                self._unstable.pop(path, None)
-                entry = FileSnapshot(key, body, mtime)
-                self._store(path, entry)
-                return entry
-            if first_unstable is None or first_unstable[0] != key:
-                first_unstable = self._unstable[path] = (key, loop.time())
+                self.put(path, snapshot)
+                return snapshot
+            if first_unstable is None or first_unstable[0] != snapshot.version:
+                first_unstable = self._unstable[path] = (snapshot.version, loop.time())
             if previous is not None:
                 return previous         # serve the last complete copy now
             await asyncio.sleep(STABLE_READ_PAUSE)
-            size = key[1]
+            size = snapshot.size
         raise HTTPError(503, "file is being written", headers=[("Retry-After", "1")])
 
     def _drop(self, path):
         old = self._entries.pop(path, None)
         if old is not None:
-            self._total -= len(old.body)
-
-    def _store(self, path, entry):
-        self._drop(path)
-        self._entries[path] = entry
-        self._total += len(entry.body)
-        while self._total > self.total_limit and len(self._entries) > 1:
-            oldest = next(iter(self._entries))
-            self._total -= len(self._entries.pop(oldest).body)
+            self._total -= old.size
 
     def clear(self):
         self._entries.clear()
         self._unstable.clear()
         self._vanished.clear()
-        self._pinned.clear()
         self._total = 0
 
 
 class Route:
     """How a URL is answered when not as a plain file of the web folder:
     from a file of ours elsewhere (``path``: the viewer bundle, a history
-    frame), from bytes in memory (``snapshot`` of ``content_type``:
-    history.json), or from the web folder with other caching ``headers``
-    (neither path nor snapshot)."""
+    image), from bytes in memory (``snapshot`` of ``content_type``:
+    history.json), or from the web folder with other ``headers``."""
 
     __slots__ = ("path", "snapshot", "content_type", "headers")
 
@@ -1108,59 +1082,50 @@ class FileReply:
         self.status, self.headers = status, headers
         self.body, self.stream, self.start, self.length = body, stream, start, length
 
-    @property
-    def sent_length(self):
-        return len(self.body) if self.body is not None else self.length
-
 
 class StaticFiles:
-    """The files of one web folder, and the routes that the layers above add
+    """The files of one web folder, and the routes the layers above add
     (``routes(segments)`` returns a Route, None for the web folder, or raises
-    HTTPError): lookup, the shared in-memory cache, and the reply to one GET
-    or HEAD (200, 206, 304 or an HTTPError). Only web files are served.
-    Knows nothing of sockets: the site writes the replies."""
+    HTTPError): lookup, the shared cache, and the reply to one GET or HEAD
+    (200, 206, 304 or an HTTPError). Only web files are served. Knows
+    nothing of sockets: the site writes the replies."""
 
-    def __init__(self, root, routes=None):
+    def __init__(self, root, settings, routes=None):
         self.root = os.path.realpath(root)
         self.routes = routes
-        self.cache = FileCache()
+        self.cache = FileCache(settings)
 
     def lookup(self, segments):
         """The full path and stat of a regular file inside the root, or 404.
-
-        Walks the segments with lstat so that the common case costs one
-        system call per segment; a symlink is followed only when it resolves
-        inside the root.
-        """
-        path = self.root
-        st = None
-        for segment in segments:
-            path = os.path.join(path, segment)
-            try:
+        One lstat per segment in the common case; a symlink (any path on
+        Windows: junctions) is followed only to a place inside the root
+        that is not hidden."""
+        path, st = self.root, None
+        try:
+            for segment in segments:
+                path = os.path.join(path, segment)
                 st = os.lstat(path)
                 if stat.S_ISLNK(st.st_mode):
-                    real = os.path.realpath(path)
-                    if real != self.root and not real.startswith(self.root + os.sep):
-                        raise HTTPError(404, "symlink leaves the web folder")
-                    # Its target obeys the request rules too: nothing hidden.
-                    if any(part.startswith(".") for part in real[len(self.root) + 1:].split(os.sep)):
-                        raise HTTPError(404, "symlink to a hidden file")
+                    self._check_link(path)
                     st = os.stat(path)
-            except OSError:
-                raise HTTPError(404, "not found") from None
+            if os.name == "nt":
+                self._check_link(path)
+        except OSError:
+            raise HTTPError(404, "not found") from None
         if st is None or not stat.S_ISREG(st.st_mode):
             raise HTTPError(404, "not a file")
-        if os.name == "nt":             # junctions and other reparse points
-            real = os.path.realpath(path)
-            if not real.startswith(self.root + os.sep):
-                raise HTTPError(404, "path leaves the web folder")
         return path, st
 
+    def _check_link(self, path):
+        real = os.path.realpath(path)
+        if real != self.root and (not is_inside(real, self.root) or
+                                  any(part.startswith(".") for part in real[len(self.root) + 1:].split(os.sep))):
+            raise HTTPError(404, "link out of the web folder or to a hidden file")
+
     async def _snapshot(self, path, segments):
-        """The copy of a file to serve (body None: stream it from disk),
-        looked up in the web folder by segments, or our own path. A file
-        missing now (or since the lookup) is served from its last copy for
-        a moment (FileCache.vanished)."""
+        """The copy of a file to serve, looked up in the web folder by
+        segments, or our own path. A file missing now is served from its
+        last copy for a moment (FileCache.vanished)."""
         try:
             if segments is not None:
                 path, st = self.lookup(segments)
@@ -1171,8 +1136,8 @@ class StaticFiles:
                     raise HTTPError(404, "not found") from None
                 if not stat.S_ISREG(st.st_mode):
                     raise HTTPError(404, "not a file")
-            if st.st_size > self.cache.file_limit:
-                return FileSnapshot(stat_key(st), None, st.st_mtime)
+            if st.st_size > self.cache.settings.cache_file_limit:
+                return FileSnapshot(None, st.st_mtime, stat_version(st), st.st_size)
             try:
                 return await self.cache.get(path, st)
             except OSError:             # removed or unreadable since the lookup
@@ -1185,10 +1150,8 @@ class StaticFiles:
 
     async def reply(self, request):
         """The FileReply for a GET or HEAD of a file, or HTTPError."""
-        segments = split_target(request.target)
-        route = self.routes(segments) if self.routes is not None else None
-        if route is None:
-            route = Route()
+        segments = split_target(request.path)
+        route = (self.routes(segments) if self.routes is not None else None) or Route()
         if route.snapshot is not None:
             entry, content_type, path = route.snapshot, route.content_type, None
         else:
@@ -1197,13 +1160,20 @@ class StaticFiles:
             if content_type is None:
                 raise HTTPError(404, "not a web file")
             entry = await self._snapshot(path, segments if route.path is None else None)
-        size = len(entry.body) if entry.body is not None else entry.key[1]
-        etag = entry.etag
-        headers = [("Content-Type", content_type), ("Last-Modified", entry.last_modified),
-                   ("ETag", etag)] + list(route.headers.items()) + \
-                  [("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
+        headers = [("Content-Type", content_type), ("Last-Modified", entry.last_modified)]
+        headers.extend(route.headers.items())
+        headers += [("X-Content-Type-Options", "nosniff"), ("Accept-Ranges", "bytes")]
+        body, etag = entry.body, entry.etag
+        if content_type in COMPRESSIBLE_TYPES:
+            headers.append(("Vary", "Accept-Encoding"))
+            # A range is served from the plain body (RFC 9110 leaves the choice to us).
+            if body is not None and request.header("range") is None and accepts_gzip(request):
+                body, etag = entry.gzipped(), etag[:-1] + '-gzip"'
+                headers.append(("Content-Encoding", "gzip"))
+        headers.append(("ETag", etag))
         if not_modified(request, etag, entry.mtime):
             return FileReply(304, headers)
+        size = len(body) if body is not None else entry.size
         status, start, end = 200, 0, size - 1
         if_range = request.header("if-range")
         if if_range is None or if_range.strip() == etag:
@@ -1215,8 +1185,8 @@ class StaticFiles:
         headers.append(("Content-Length", str(length)))
         if request.method == "HEAD":
             return FileReply(status, headers, length=length)
-        if entry.body is not None:
-            return FileReply(status, headers, body=memoryview(entry.body)[start:end + 1])
+        if body is not None:
+            return FileReply(status, headers, body=memoryview(body)[start:end + 1])
         try:                            # before the head: an error after it would corrupt the stream
             stream = open(path, "rb")
         except OSError:
@@ -1231,11 +1201,12 @@ class WebSocketClient:
     while the transport still holds unsent bytes, messages wait in a small
     deduplicated list (a repeated new_image coalesces), flushed by one task."""
 
-    __slots__ = ("writer", "transport", "peer", "last_seen", "pending", "pending_bytes",
+    __slots__ = ("writer", "transport", "peer", "settings", "last_seen", "pending", "pending_bytes",
                  "flusher", "close_sent", "done")
 
-    def __init__(self, writer, peer, now):
+    def __init__(self, writer, peer, now, settings):
         self.writer = writer
+        self.settings = settings
         self.transport = writer.transport
         self.peer = peer
         self.last_seen = now
@@ -1256,8 +1227,8 @@ class WebSocketClient:
             self.pending.remove(frame)
             self.pending.append(frame)
         else:
-            if len(self.pending) >= WS_MAX_PENDING or \
-                    self.pending_bytes + len(frame) > WS_MAX_PENDING_BYTES:
+            if len(self.pending) >= self.settings.ws_max_pending or \
+                    self.pending_bytes + len(frame) > self.settings.ws_max_pending_bytes:
                 self.drop("%d messages (%d bytes) waiting" % (len(self.pending), self.pending_bytes))
                 return
             self.pending.append(frame)
@@ -1277,12 +1248,12 @@ class WebSocketClient:
     async def _flush(self):
         try:
             # Write buffer limits are (0, 0): drain() returns once all is sent.
-            await asyncio.wait_for(self.writer.drain(), WS_SEND_TIMEOUT)
+            await asyncio.wait_for(self.writer.drain(), self.settings.ws_send_timeout)
             frames, self.pending, self.pending_bytes = self.pending, [], 0
             if not self.done:
                 self.transport.write(b"".join(frames))
         except asyncio.TimeoutError:
-            self.drop("not reading for %.0f s" % WS_SEND_TIMEOUT)
+            self.drop("not reading for %.0f s" % self.settings.ws_send_timeout)
         except (ConnectionError, RuntimeError):
             self.drop()
         finally:
@@ -1305,48 +1276,27 @@ class WebSocketClient:
 
 
 class WebSocketHub:
-    """The connected browsers: WebSocket sessions, broadcast (requested from
-    any thread through the site's Waker), keepalive, and closing them all at
-    STOP. All methods run on the event loop except ``request_broadcast``."""
+    """The connected browsers: WebSocket sessions, broadcast, keepalive, and
+    closing them all at STOP. Runs on the event loop."""
 
-    def __init__(self, max_clients=WS_MAX_CLIENTS, ping_interval=WS_PING_INTERVAL,
-                 max_message=WS_MAX_MESSAGE):
-        self.max_clients = max_clients
-        self.ping_interval = ping_interval
-        self.max_message = max_message
+    def __init__(self, settings):
+        self.settings = settings
         self.clients = set()
         self.joined = self.left = 0     # sessions opened and ended, for the command line
         self.loop = None
-        self.waker = None
         self.stopping = False           # after the disconnect message: nothing more
-        self._queued = {}               # message -> True while its broadcast is requested
         self._keepalive_task = None
 
-    def start(self, loop, waker):
-        self.loop, self.waker = loop, waker
-        if self.ping_interval:
+    def start(self, loop):
+        self.loop = loop
+        if self.settings.ws_ping_interval:
             self._keepalive_task = loop.create_task(self._keepalive())
 
     @property
     def full(self):
-        return len(self.clients) >= self.max_clients
-
-    # -- broadcast ---------------------------------------------------------
-
-    def request_broadcast(self, message):
-        """Thread-safe and immediate: queue one broadcast of a text message.
-        A message already queued and not yet sent is not queued twice: it
-        moves after the messages queued since."""
-        self._queued.pop(message, None)
-        self._queued[message] = True
-        self.waker.request(self._send_queued)
-
-    def _send_queued(self):
-        for message in list(self._queued):
-            self.broadcast(message)
+        return len(self.clients) >= self.settings.ws_max_clients
 
     def broadcast(self, message):
-        self._queued.pop(message, None)
         if self.stopping:
             return
         frame = build_text(message)
@@ -1354,13 +1304,13 @@ class WebSocketHub:
             client.send(frame)
 
     async def _keepalive(self):
-        ping = build_frame(Opcode.PING, b"alsserve")
+        ping, interval = build_frame(Opcode.PING, b"alsserve"), self.settings.ws_ping_interval
         while True:
-            await asyncio.sleep(self.ping_interval)
-            silent_since = self.loop.time() - 2 * self.ping_interval
+            await asyncio.sleep(interval)
+            silent_since = self.loop.time() - 2 * interval
             for client in list(self.clients):
                 if client.last_seen < silent_since:
-                    log.info("websocket %s: silent for %.0f s, dropped", client.peer, 2 * self.ping_interval)
+                    log.info("websocket %s: silent for %.0f s, dropped", client.peer, 2 * interval)
                     client.transport.abort()
                 else:
                     client.send(ping)
@@ -1372,10 +1322,10 @@ class WebSocketHub:
         validated and otherwise ignored: the channel only carries
         notifications from the server."""
         writer.transport.set_write_buffer_limits(0, 0)
-        client = WebSocketClient(writer, peer, self.loop.time())
+        client = WebSocketClient(writer, peer, self.loop.time(), self.settings)
         self.clients.add(client)
         self.joined += 1
-        parser = FrameParser(self.max_message)
+        parser = FrameParser(self.settings.ws_max_message)
         try:
             while True:
                 data = await reader.read(65536)
@@ -1407,7 +1357,7 @@ class WebSocketHub:
     async def _await_peer_close(self, reader):
         """After our Close: wait a bounded time for the peer's answer or EOF."""
         try:
-            await asyncio.wait_for(reader.read(65536), WS_CLOSE_TIMEOUT)
+            await asyncio.wait_for(reader.read(65536), self.settings.ws_close_timeout)
         except (asyncio.TimeoutError, ConnectionError):
             pass
 
@@ -1432,6 +1382,8 @@ class WebSocketHub:
             await asyncio.sleep(0.01)
 
 
+
+
 # -- 4c. The site: writing replies; connections, requests, start and STOP ------
 
 def _peer_name(writer):
@@ -1439,15 +1391,19 @@ def _peer_name(writer):
     return "%s:%s" % peer[:2] if isinstance(peer, tuple) else str(peer)
 
 
+def linger_option(os_name=os.name):
+    """SO_LINGER on, 0 s (the value's C layout differs on Windows)."""
+    return struct.pack("HH" if os_name == "nt" else "ii", 1, 0)
+
+
 def reset_transport(transport):
-    """Abort with a TCP reset (SO_LINGER 0): a plain abort leaves unsent
-    bytes to the kernel, which keeps the connection alive until a client
-    that is not reading has taken them all."""
+    """Abort with a TCP reset: a plain abort leaves unsent bytes to the
+    kernel, which keeps the connection until a client that is not reading
+    has taken them all."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                            struct.pack("HH" if os.name == "nt" else "ii", 1, 0))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_option())
         except OSError:
             pass
     transport.abort()
@@ -1455,11 +1411,11 @@ def reset_transport(transport):
 
 class ReplyWriter:
     """Writes replies onto a connection: the Date header (formatted once a
-    second), bodies in STREAM_CHUNK pieces so that a slow client holds one
-    piece in memory, not the image, files too big to cache by sendfile
-    where the OS has it, and a send timeout for clients that take nothing."""
+    second), bodies in STREAM_CHUNK pieces, files too big to keep by
+    sendfile where the OS has it, and the send timeout."""
 
-    def __init__(self):
+    def __init__(self, settings):
+        self.settings = settings
         self.use_sendfile = hasattr(os, "sendfile")
         self._date = (0, "")
 
@@ -1470,20 +1426,19 @@ class ReplyWriter:
         return self._date[1]
 
     async def drain(self, writer):
-        """drain(), but a client that takes no data for SEND_TIMEOUT is dropped
-        (a phone that walked away mid-download must not hold its connection)."""
+        """drain(), but a client that takes no data for send_timeout is
+        dropped (a phone that walked away must not hold its connection)."""
         if writer.transport.is_closing():
-            raise ConnectionResetError("connection lost")   # stop writing to it
+            raise ConnectionResetError("connection lost")
         if not writer.transport.get_write_buffer_size():
-            return                      # all sent: nothing to wait for
-        timer = asyncio.get_running_loop().call_later(SEND_TIMEOUT, writer.transport.abort)
+            return
+        timer = asyncio.get_running_loop().call_later(self.settings.send_timeout, writer.transport.abort)
         try:
             await writer.drain()
         finally:
             timer.cancel()
 
     async def write_body(self, writer, head, body):
-        """Write in chunks so a slow client holds at most one chunk in memory."""
         if len(body) <= STREAM_CHUNK:
             writer.write(head + body)
             return
@@ -1494,7 +1449,6 @@ class ReplyWriter:
             await self.drain(writer)
 
     async def stream_file(self, writer, f, start, length):
-        """A file too big to cache: sendfile where the OS has it, else chunks."""
         end = start + length
         if self.use_sendfile:
             loop = asyncio.get_running_loop()
@@ -1505,7 +1459,7 @@ class ReplyWriter:
                 # sendfile leaves it waiting on the closed socket.
                 try:
                     sent = await asyncio.wait_for(loop.sendfile(writer.transport, f, offset, count),
-                                                  SEND_TIMEOUT)
+                                                  self.settings.send_timeout)
                 except asyncio.TimeoutError:
                     raise ConnectionError("download stalled") from None
                 if sent != count:       # the client would read the next response as body
@@ -1523,53 +1477,45 @@ class ReplyWriter:
 
 
 class Site:
-    """A running server: accepts connections on the listening socket, reads
+    """A running server on its listening socket: accepts connections, reads
     requests (keep-alive, pipelining, timeouts), hands /ws to the WebSocket
-    hub and everything else to the static files, has the replies written
-    by its ReplyWriter, and owns the lifecycle (start, STOP). Runs on the
-    event loop thread."""
+    hub and the rest to the static files, has the replies written, and
+    stops (STOP). Runs on the event loop thread."""
 
-    def __init__(self, root, routes=None, max_clients=WS_MAX_CLIENTS, max_connections=MAX_CONNECTIONS,
-                 ping_interval=WS_PING_INTERVAL, max_message=WS_MAX_MESSAGE,
-                 header_timeout=HEADER_TIMEOUT, keepalive_timeout=KEEPALIVE_TIMEOUT, trusted_proxy=None):
-        self.files = StaticFiles(root, routes)
-        self.hub = WebSocketHub(max_clients, ping_interval, max_message)
-        self.max_connections = max_connections
-        self.header_timeout = header_timeout
-        self.keepalive_timeout = keepalive_timeout
-        self.replies = ReplyWriter()
-        self.trusted_proxy = trusted_proxy  # its X-Forwarded-For names the client in the log
+    def __init__(self, root, settings, routes=None):
+        self.settings = settings
+        self.files = StaticFiles(root, settings, routes)
+        self.hub = WebSocketHub(settings)
+        self.replies = ReplyWriter(settings)
         self.connections = {}           # task -> transport of every open connection
         self.loop = None
-        self.waker = None               # other threads' way onto the loop
-        self.server = None
+        self.server = None              # asyncio's, on our listening socket
 
     # -- lifecycle ---------------------------------------------------------
 
-    async def start(self, sock):
+    async def start(self, listener):
         self.loop = asyncio.get_running_loop()
-        self.server = await asyncio.start_server(self.handle_connection, sock=sock, limit=READER_LIMIT)
-        self.waker = Waker(self.loop)
-        self.hub.start(self.loop, self.waker)
+        self.hub.start(self.loop)
+        self.server = await asyncio.start_server(self._connection, sock=listener, limit=READER_LIMIT)
 
     async def shutdown(self, grace=STOP_GRACE):
-        """STOP: say disconnect, let browsers close within grace, then close all."""
+        """STOP: no new connection, disconnect said, browsers given grace
+        to close, then every connection closed."""
         loop = self.loop
         deadline = loop.time() + max(0.0, grace)
-        # The last tenth of grace is kept for the Close handshake with browsers
+        # The last tenth of grace is for the Close handshake with browsers
         # that did not close by themselves: STOP returns within grace.
         close_at = deadline - min(0.25, max(0.0, grace) / 10)
-        # Stop accepting, and give accepts already in flight a loop turn to
-        # attach to the server before it closes: asyncio < 3.12 fails them
-        # once it is closed, and their sockets leak.
+        # Stop watching our listener, then give accepts in flight a turn to
+        # attach before the server closes (asyncio < 3.12 would lose them).
         for sock in self.server.sockets or ():
             try:
                 loop.remove_reader(sock.fileno())
-            except NotImplementedError:     # Windows' proactor loop: no readers
+            except NotImplementedError:     # Windows' proactor: no readers
                 pass
-        self.hub.say_disconnect()
         await asyncio.sleep(0)
         self.server.close()
+        self.hub.say_disconnect()
         await self.hub.close_all(close_at, deadline)
         for transport in list(self.connections.values()):
             reset_transport(transport)
@@ -1579,14 +1525,12 @@ class Site:
             for task in tasks:
                 task.cancel()
         self.files.cache.clear()
-        self.waker.close()
 
     # -- connections and requests -----------------------------------------
 
-    async def handle_connection(self, reader, writer):
-        transport = writer.transport
-        task = asyncio.current_task()
-        if len(self.connections) >= self.max_connections:
+    async def _connection(self, reader, writer):
+        transport, task = writer.transport, asyncio.current_task()
+        if len(self.connections) >= self.settings.max_connections:
             head, body = error_response(HTTPError(503, "too many connections"))
             transport.write(head.encode(self.replies.date(), False) + body)
             transport.close()
@@ -1604,7 +1548,7 @@ class Site:
             transport.abort() if transport.is_closing() else transport.close()
 
     async def _serve_requests(self, reader, writer, peer):
-        timeout = self.header_timeout
+        timeout = self.settings.header_timeout
         while True:
             timer = self.loop.call_later(timeout, writer.transport.abort)
             try:
@@ -1613,15 +1557,14 @@ class Site:
                 timer.cancel()
             if head is None:
                 return
-            timeout = self.keepalive_timeout
+            timeout = self.settings.keepalive_timeout
             try:
                 request = parse_request(head)
             except HTTPError as error:
                 log.warning("%s: bad request: %s", peer, error.detail)
                 await self._send_error(writer, error, None, peer)
                 return
-            keep_alive = await self._respond(request, reader, writer, peer)
-            if not keep_alive:
+            if not await self._respond(request, reader, writer, peer):
                 return
 
     async def _read_head(self, reader, writer, peer):
@@ -1643,10 +1586,10 @@ class Site:
 
     def client_name(self, peer, request):
         """Who sent the request, for the log: the peer, or, when the peer is
-        the trusted proxy, the client address it appended to
-        X-Forwarded-For (the last one: the earlier ones are the client's
-        own claims)."""
-        if self.trusted_proxy is None or peer.rsplit(":", 1)[0] != self.trusted_proxy:
+        the trusted proxy, the last address of its X-Forwarded-For (the
+        earlier ones are the client's own claims)."""
+        proxy = self.settings.trusted_proxy
+        if proxy is None or peer.rsplit(":", 1)[0] != proxy:
             return peer
         forwarded = [v for k, v in request.headers if k == "x-forwarded-for"]
         if not forwarded:
@@ -1693,8 +1636,7 @@ class Site:
     async def _send_error(self, writer, error, request, peer):
         head, body = error_response(error)
         keep_alive = request is not None and request.keep_alive and not error.close
-        data = head.encode(self.replies.date(), keep_alive,
-                           request is not None and request.version == "HTTP/1.0")
+        data = head.encode(self.replies.date(), keep_alive, request is not None and request.version == "HTTP/1.0")
         if request is None or request.method != "HEAD":
             data += body
         writer.write(data)
@@ -1707,7 +1649,7 @@ class Site:
         keep_alive = request.keep_alive
         head = ResponseHead(reply.status, reply.headers).encode(
             self.replies.date(), keep_alive, request.version == "HTTP/1.0")
-        self._log_request(peer, request, reply.status, reply.sent_length)
+        self._log_request(peer, request, reply.status, len(reply.body) if reply.body is not None else reply.length)
         if reply.stream is not None:
             with reply.stream:
                 writer.write(head)
@@ -1724,12 +1666,12 @@ class Site:
 # 5. Web folder publishing: atomic writes, assets, data.json, the history
 # =============================================================================
 
-def replace_file(source, target, attempts=100, pause=0.01):
+def replace_file(source, target, replace=os.replace, attempts=100, pause=0.01):
     """os.replace, retried briefly: on Windows a reader holding the target
     open makes the replace fail with PermissionError for a moment."""
     for attempt in range(attempts):
         try:
-            os.replace(source, target)
+            replace(source, target)
             return
         except PermissionError:
             if attempt == attempts - 1:
@@ -1738,16 +1680,16 @@ def replace_file(source, target, attempts=100, pause=0.01):
 
 
 def atomic_write(path, data):
-    """Write data to path so that readers see the old or the new file, whole.
-
-    The temporary file is a dotfile in the same folder (never served, same
-    file system for the rename) and is removed if anything fails.
-    """
+    """Write data to path so that readers see the old or the new file,
+    whole; returns the new file's stat. The temporary file is a dotfile of
+    the same folder (never served), removed if anything fails."""
     folder, name = os.path.split(os.path.abspath(path))
     fd, temporary = tempfile.mkstemp(prefix="." + name + ".", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            written = os.fstat(f.fileno())      # the file's identity: a rename keeps it
         os.chmod(temporary, 0o644)
         replace_file(temporary, path)
     except BaseException:
@@ -1756,6 +1698,7 @@ def atomic_write(path, data):
         except OSError:
             pass
         raise
+    return written
 
 
 def bundle_files(assets_dir):
@@ -1775,11 +1718,8 @@ def bundle_files(assets_dir):
 
 def publish_assets(assets_dir, web_folder):
     """Copy the viewer bundle into the web folder; return the files written.
-
-    Every file is refreshed when its content differs (untouched files keep
-    their dates, so browsers' caches stay valid). The waiting image only
-    becomes web_image.jpg through publish_waiting_image().
-    """
+    Only files whose content differs are written (the others keep their
+    dates, so browsers' caches stay valid)."""
     written = []
     for url, source in sorted(bundle_files(assets_dir).items()):
         data = read_file(source)
@@ -1804,92 +1744,6 @@ def waiting_image_path(assets_dir):
     return None
 
 
-def publish_waiting_image(web_folder, assets_dir):
-    """web_image.jpg becomes the waiting image (atomically: its temporary
-    file is a hidden one, never served, removed on failure)."""
-    waiting = waiting_image_path(assets_dir)
-    if waiting is not None:
-        atomic_write(os.path.join(web_folder, IMAGE_NAME), read_file(waiting))
-
-
-def write_metrics(web_folder, stack_size, total_exposure_seconds):
-    """Atomically rewrite data.json, or ValueError for values ALS would not write."""
-    check_count("stack size", stack_size)
-    if isinstance(total_exposure_seconds, bool) or not isinstance(total_exposure_seconds, (int, float)) \
-            or not total_exposure_seconds >= 0 or total_exposure_seconds == float("inf"):
-        raise ValueError("total exposure must be a non-negative number of seconds, got %r"
-                         % (total_exposure_seconds,))
-    atomic_write(os.path.join(web_folder, METRICS_NAME),
-                 metrics_json(stack_size, total_exposure_seconds).encode("ascii"))
-
-
-def check_web_folder(web_folder, writable=True, may_create=False):
-    """The web folder as an absolute path, or ValueError naming what is
-    wrong. may_create: it may be missing if it can be created (later)."""
-    if not isinstance(web_folder, (str, os.PathLike)):
-        raise ValueError("web folder must be a path, got %r" % (web_folder,))
-    path = os.path.abspath(os.fspath(web_folder))
-    if may_create and not os.path.lexists(path):
-        parent = os.path.dirname(path)
-        if not os.path.isdir(parent) or not os.access(parent, os.W_OK | os.X_OK):
-            raise ValueError("web folder %s cannot be created in %s" % (path, parent))
-        return path
-    if not os.path.exists(path):
-        raise ValueError("web folder %s does not exist" % path)
-    if not os.path.isdir(path):
-        raise ValueError("web folder %s is not a directory" % path)
-    if not os.access(path, (os.W_OK if writable else os.R_OK) | os.X_OK):
-        raise ValueError("web folder %s is not %s" % (path, "writable" if writable else "readable"))
-    return path
-
-
-def default_history_dir(web_folder):
-    """Where watch mode keeps the history of a folder it must not write
-    into: the user's cache folder, one subfolder per watched folder."""
-    if os.name == "nt":
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
-    elif sys.platform == "darwin":
-        base = os.path.expanduser("~/Library/Caches")
-    else:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    digest = hashlib.sha256(os.path.realpath(web_folder).encode("utf-8", "surrogateescape")).hexdigest()
-    return os.path.join(base, "alsserve", "history-" + digest[:16])
-
-
-def check_count(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError("%s must be a non-negative integer, got %r" % (name, value))
-    return value
-
-
-def history_folder(web_folder, read_only, history_dir, max_frames, max_bytes):
-    """Where the history lives (None: no history): a hidden folder of the
-    web folder; for a watched folder, outside it (the user's cache)."""
-    if not check_count("history frames", max_frames) or not check_count("history bytes", max_bytes):
-        return None
-    folder = os.path.abspath(history_dir) if history_dir else \
-        default_history_dir(web_folder) if read_only else os.path.join(web_folder, HISTORY_FOLDER)
-    if read_only and (is_inside(folder, web_folder) or os.path.realpath(folder) == os.path.realpath(web_folder)):
-        raise ValueError("the history of a watched folder must be kept outside it, not in %s" % folder)
-    return folder
-
-
-def check_port(port):
-    low, high = PORT_RANGE
-    if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= high:
-        raise ValueError("port must be an integer in %d-%d, got %r" % (low, high, port))
-    return port
-
-
-def check_jpeg(data):
-    if not is_complete_jpeg(data):
-        raise ValueError("not a complete JPEG image (%d bytes; must start with FFD8 and end with FFD9)"
-                         % len(data))
-    return data
-
-
-# -- 5b. The history of the night: frames on disk within a budget ---------------
-
 def read_metrics(web_folder):
     """(stack size, exposure "H:MM:SS") from the folder's data.json, or
     (None, None) when there is none or it is not ALS's shape."""
@@ -1906,8 +1760,46 @@ def read_metrics(web_folder):
     return stack_size, exposure if isinstance(exposure, str) else None
 
 
-class HistoryFrame:
-    """One image of the night as it became live, with the metrics of that moment."""
+def default_history_folder(web_folder):
+    """Where watch mode keeps the history of a folder it must not write
+    into: the user's cache folder, one subfolder per watched folder."""
+    if os.name == "nt":
+        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
+    elif sys.platform == "darwin":
+        base = os.path.expanduser("~/Library/Caches")
+    else:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    digest = hashlib.sha256(os.path.realpath(web_folder).encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(base, "alsserve", "history-" + digest[:16])
+
+
+def choose_history_folder(web_folder, mode, history_folder):
+    """Where the history lives: history_folder when given, else a hidden
+    folder of the web folder, or for watch mode the user's cache (never
+    inside the watched folder)."""
+    if history_folder:
+        folder = os.path.abspath(history_folder)
+    else:
+        folder = default_history_folder(web_folder) if mode == WATCH_MODE \
+            else os.path.join(web_folder, HISTORY_FOLDER_NAME)
+    if mode == WATCH_MODE and (is_inside(folder, web_folder)
+                               or os.path.realpath(folder) == os.path.realpath(web_folder)):
+        raise ValueError("the history of a watched folder must be kept outside it, not in %s" % folder)
+    return folder
+
+
+def disk_free(folder):
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+# -- 5b. The history of the night: images on disk within a budget ---------------
+
+class HistoryEntry:
+    """One image of the night as it became live, with the metrics of that
+    moment. Never changes once made."""
 
     __slots__ = ("id", "time", "stack_size", "exposure", "bytes", "ext", "session")
 
@@ -1921,276 +1813,225 @@ class HistoryFrame:
 
     @property
     def url(self):
-        return HISTORY_URL_FOLDER + "/" + self.name
+        return HISTORY_URL_PATH + "/" + self.name
 
     def as_json(self):
         return {"id": self.id, "time": self.time, "stack_size": self.stack_size,
-                "exposure": self.exposure, "bytes": self.bytes, "url": self.url,
-                "session": self.session}
+                "exposure": self.exposure, "bytes": self.bytes, "url": self.url, "session": self.session}
 
-    def record(self):
-        """What the index keeps: as_json() without the derived url, with the extension."""
-        record = self.as_json()
-        del record["url"]
-        record["ext"] = self.ext
-        return record
+
+def write_history(folder, doomed, entries, index):
+    """The disk work of the history's changes (an executor job): remove the
+    files of dropped entries, write the new entries' files ((name, body,
+    time it became live) each, dated that time), then the index. Returns
+    [(file name, its stat_version, or the OSError that kept it from disk)]."""
+    for name in doomed:
+        try:
+            os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass
+    written = []
+    for name, body, when in entries:
+        path = os.path.join(folder, name)
+        try:
+            atomic_write(path, body)
+            os.utime(path, (when, when))
+            written.append((name, stat_version(os.stat(path))))
+        except OSError as error:        # (a full disk): that entry is not kept
+            written.append((name, error))
+    try:
+        atomic_write(os.path.join(folder, HISTORY_INDEX), index)
+    except OSError as error:
+        written.append((HISTORY_INDEX, error))
+    return written
 
 
 class History:
-    """The frames of the night on disk: one file per frame in a folder of its
-    own (hidden inside the web folder, or elsewhere for watch mode), an index
-    written atomically after each change, ids that only increase (a frame's
-    URL never changes meaning, so caches may keep it forever).
+    """The images of the night: a list owned by the event loop, and on disk
+    one file per entry in a folder of its own with an index. Ids only
+    increase, so an entry's URL never changes meaning and caches may keep it.
 
-    Bounded: at most ``max_frames`` frames and ``max_bytes`` bytes, oldest
-    dropped first; no frame is stored while the disk has less than
-    ``min_free`` bytes free. Thread-safe: frames are written off the event
-    loop and listed on it.
+    Bounded by the settings: at most history_entries entries and
+    history_bytes bytes, oldest dropped first; no entry while the disk has
+    less than history_min_free free. A new entry is served from memory
+    (``pending``) until a write_job() has written it.
 
-    A new history's first id is ``first_id``, by default the time in
-    milliseconds (and above every id this process gave): a new history
-    (another web folder, a history folder removed between nights) never
-    reuses the URLs of an earlier one, which a cache in front may still
-    hold as immutable.
+    A new history's first id is the time in milliseconds: one made later
+    (another folder, or this one removed between nights) never reuses the
+    URLs of an earlier one, which a cache in front may still hold.
     """
 
-    highest_id = 0                      # of every history of this process
-
-    def __init__(self, folder, max_frames=HISTORY_FRAMES, max_bytes=HISTORY_BYTES,
-                 min_free=HISTORY_MIN_FREE, first_id=None):
+    def __init__(self, folder, settings):
         self.folder = folder
-        self.max_frames = max_frames
-        self.max_bytes = max_bytes
-        self.min_free = min_free
-        self.frames = []                # oldest first
-        self.by_url = {}                # url -> HistoryFrame
-        self.pending = {}               # id -> FileSnapshot of a frame whose file is being written
-        self._doomed = []               # files of dropped frames, removed off the loop
+        self.settings = settings
+        self.entries = ()               # oldest first; replaced, never changed: readable from any thread
+        self.by_url = {}
+        self.pending = {}               # id -> FileSnapshot of an entry whose file is being written
         self.session = 1
-        self.first_id = first_id
-        self.next_id = None             # set by open()
-        self.live = None                # id of the frame shown as the live image
-        self._lock = threading.Lock()
-        self._store_lock = threading.Lock()
-        self._listing = None            # FileSnapshot of history.json, rebuilt after a change
-        self._started = int(time.time() * 1000)     # with _version: the listing's ETag
+        self.next_id = int(time.time() * 1000)     # a new history's; open() reads the index's
+        self.live = None                # id of the entry shown as the live image
+        self._doomed = []               # files of dropped entries, removed by the next job
+        self._listing = None            # history.json, rebuilt after a change
         self._version = 0
         self._low_disk = False
 
-    # -- the folder --------------------------------------------------------
-
     def open(self):
-        """Create the folder, read the index, and make the folder match it:
-        frames whose file is missing or of another size are forgotten, files
-        that are no frame of the index (temporary files of a crash) removed."""
+        """At START, before the loop runs: create the folder, read the
+        index, and make the folder match it (entries whose file is missing
+        or of another size are forgotten; files that are no entry, such as
+        a crash's temporary files, removed)."""
         os.makedirs(self.folder, exist_ok=True)
+        records = []
         try:
             with open(os.path.join(self.folder, HISTORY_INDEX), "rb") as f:
                 index = json.loads(f.read().decode("utf-8"))
-            self.next_id = int(index["next_id"])
-            self.session = int(index["session"])
+            self.next_id, self.session = int(index["next_id"]), int(index["session"])
             records = index["entries"] if "entries" in index else index["frames"]   # (1.0.0's name)
         except FileNotFoundError:
-            records = []
+            pass
         except (OSError, ValueError, KeyError, TypeError) as error:
             log.warning("history index in %s unreadable (%s): starting a new history", self.folder, error)
-            records = []
-        if self.next_id is None:        # a new history
-            self.next_id = self.first_id if self.first_id is not None else \
-                max(int(time.time() * 1000), History.highest_id + 1)
-        frames = []
+        entries = []
         for record in records:
             try:
-                frame = HistoryFrame(int(record["id"]), float(record["time"]), record["stack_size"],
+                entry = HistoryEntry(int(record["id"]), float(record["time"]), record["stack_size"],
                                      record["exposure"], int(record["bytes"]), record["ext"],
                                      int(record["session"]))
-            except (KeyError, TypeError, ValueError):
+                size = os.stat(os.path.join(self.folder, entry.name)).st_size
+            except (KeyError, TypeError, ValueError, OSError):
                 continue
-            if frame.ext in (".jpg", ".png") and frame.id < self.next_id \
-                    and self._size(frame) == frame.bytes:
-                frames.append(frame)
-        with self._lock:
-            self._set_frames(frames)
-            self._enforce_budget()
-            self._save()
-            self._doomed = []
-        keep = {frame.name for frame in self.frames} | {HISTORY_INDEX}
-        for name in os.listdir(self.folder):
-            if name not in keep and (name.endswith(".tmp") or os.path.splitext(name)[0].isdigit()):
-                self._remove(name)
+            if entry.ext in (".jpg", ".png") and entry.id < self.next_id and size == entry.bytes:
+                entries.append(entry)
+        self._set(entries)
+        self._keep_budget()
+        keep = {entry.name for entry in self.entries} | {HISTORY_INDEX}
+        self._doomed += [name for name in os.listdir(self.folder) if name not in keep
+                         and (name.endswith(".tmp") or os.path.splitext(name)[0].isdigit())]
+        write_history(self.folder, self._doomed, [], self._index())
+        self._doomed = []
 
-    def _size(self, frame):
-        try:
-            return os.stat(self.path_of(frame)).st_size
-        except OSError:
-            return None
-
-    def _remove(self, name):
-        try:
-            os.unlink(os.path.join(self.folder, name))
-        except OSError:
-            pass
-
-    def path_of(self, frame):
-        return os.path.join(self.folder, frame.name)
-
-    def _save(self):
-        index = {"next_id": self.next_id, "session": self.session,
-                 "entries": [frame.record() for frame in self.frames]}
-        atomic_write(os.path.join(self.folder, HISTORY_INDEX), json.dumps(index).encode("utf-8"))
-
-    def _set_frames(self, frames):
-        self.frames = frames
-        self.by_url = {frame.url: frame for frame in frames}
-        if self.live is not None and not any(frame.id == self.live for frame in frames):
+    def _set(self, entries):
+        self.entries = tuple(entries)
+        self.by_url = {entry.url: entry for entry in entries}
+        if self.live is not None and self.live not in {entry.id for entry in entries}:
             self.live = None
         self._listing = None
 
-    # -- frames ------------------------------------------------------------
+    def _keep_budget(self):
+        """Drop the oldest entries beyond the budget; their files go with the next job."""
+        entries, total = list(self.entries), sum(entry.bytes for entry in self.entries)
+        while entries and (len(entries) > self.settings.history_entries or total > self.settings.history_bytes):
+            dropped = entries.pop(0)
+            total -= dropped.bytes
+            self._doomed.append(dropped.name)
+            self.pending.pop(dropped.id, None)
+        if len(entries) != len(self.entries):
+            self._set(entries)
 
-    def reserve(self, body, ext, when, stack_size=None, exposure=None):
-        """A new frame, listed at once and served from memory (``pending``)
-        until store() has written its file; None when the disk is below
-        the free-space floor or the frame alone is over the byte budget."""
-        if len(body) > self.max_bytes or self._disk_is_low(len(body)):
-            return None
-        with self._lock:
-            frame = HistoryFrame(self.next_id, when, stack_size, exposure, len(body), ext, self.session)
-            self.next_id += 1
-            History.highest_id = max(History.highest_id, frame.id)
-            self.pending[frame.id] = FileSnapshot((frame.id, len(body), int(when * 1e9)), body, when)
-            self._set_frames(self.frames + [frame])
-            self._enforce_budget()
-        return frame
+    def _index(self):
+        records = []
+        for entry in self.entries:
+            record = entry.as_json()
+            del record["url"]
+            record["ext"] = entry.ext
+            records.append(record)
+        return json.dumps({"next_id": self.next_id, "session": self.session, "entries": records}).encode("utf-8")
 
-    def store(self, frame):
-        """Off the event loop: remove the files the budget dropped, write a
-        reserved frame's file, then the index; one store at a time, so the
-        folder never holds more than the budget. Returns the file's stat key
-        (None when the budget dropped the frame meanwhile)."""
-        with self._store_lock:
-            with self._lock:
-                doomed, self._doomed = self._doomed, []
-            for name in doomed:
-                self._remove(name)
-            snapshot = self.pending.get(frame.id)
-            path = self.path_of(frame)
-            if snapshot is not None:
-                try:
-                    atomic_write(path, snapshot.body)
-                    os.utime(path, (frame.time, frame.time))    # Last-Modified: when it became live
-                except OSError:         # (a full disk): the frame is not kept
-                    with self._lock:
-                        self._set_frames([f for f in self.frames if f.id != frame.id])
-                        self.pending.pop(frame.id, None)
-                    raise
-            with self._lock:
-                kept = snapshot is not None and frame.url in self.by_url
-                self._save()
-            if not kept:
-                self._remove(frame.name)
-                return None
-            return stat_key(os.stat(path))
+    # -- on the event loop -------------------------------------------------
 
-    def release(self, frame):
-        """The frame's file serves it from now on."""
-        self.pending.pop(frame.id, None)
-
-    def add(self, body, ext, when, stack_size=None, exposure=None):
-        """reserve(), store() and release() in one call."""
-        frame = self.reserve(body, ext, when, stack_size, exposure)
-        if frame is not None:
-            self.store(frame)
-            self.release(frame)
-        return frame
-
-    def _disk_is_low(self, size):
-        try:
-            free = shutil.disk_usage(self.folder).free
-        except OSError:
-            return False
-        low = free - size < self.min_free
+    def add(self, snapshot, ext, when, stack_size, exposure, free):
+        """A new entry for an image (served from memory until written), or
+        None: over the byte budget alone, or the disk (free bytes) too full."""
+        size = snapshot.size
+        low = free is not None and free - size < self.settings.history_min_free
         if low and not self._low_disk:
             log.warning("history: only %d MiB free on the disk of %s, below the %d MiB floor: "
-                        "no new frame is kept", free >> 20, self.folder, self.min_free >> 20)
+                        "no new image is kept", free >> 20, self.folder, self.settings.history_min_free >> 20)
         self._low_disk = low
-        return low
+        if low or size > self.settings.history_bytes or not self.settings.history_entries:
+            return None
+        entry = HistoryEntry(self.next_id, when, stack_size, exposure, size, ext, self.session)
+        self.next_id += 1
+        self.pending[entry.id] = snapshot
+        self._set(self.entries + (entry,))
+        self._keep_budget()
+        return entry if entry.id in self.pending else None
 
-    def _enforce_budget(self):
-        """Drop the oldest frames beyond the budget; their files are removed
-        by the next store() (or open()), off the event loop."""
-        total = sum(frame.bytes for frame in self.frames)
-        dropped = 0
-        while self.frames[dropped:] and (len(self.frames) - dropped > self.max_frames
-                                         or total > self.max_bytes):
-            total -= self.frames[dropped].bytes
-            self._doomed.append(self.frames[dropped].name)
-            self.pending.pop(self.frames[dropped].id, None)
-            dropped += 1
-        if dropped:
-            self._set_frames(self.frames[dropped:])
+    def write_job(self):
+        """The disk work that makes the folder match the list: an executor
+        job holding copies, never the history itself."""
+        doomed, self._doomed = self._doomed, []
+        files = [(entry.name, self.pending[entry.id].body, entry.time)
+                 for entry in self.entries if entry.id in self.pending]
+        return functools.partial(write_history, self.folder, doomed, files, self._index())
+
+    def written(self, name, outcome):
+        """An entry's file is written (outcome: its stat_version), or could
+        not be (an OSError: the entry is not kept). Returns the copy of the
+        entry that its file now holds, None when there is none."""
+        entry = self.by_url.get(HISTORY_URL_PATH + "/" + name)
+        snapshot = self.pending.pop(entry.id, None) if entry is not None else None
+        if snapshot is None:
+            return None                 # dropped by the budget meanwhile
+        if isinstance(outcome, OSError):
+            log.error("history image %s could not be written: %s", name, outcome)
+            self._set([e for e in self.entries if e.id != entry.id])
+            return None
+        return FileSnapshot(snapshot.body, entry.time, outcome)
 
     def new_session(self):
-        """A new session (ALS: a new target): new frames start a new history;
-        the previous one stays while the budget allows."""
-        with self._lock:
-            self.session += 1
-            self.live = None
-            self._listing = None
-            self._save()
+        """A new session (ALS: a new target): new entries start a new
+        history; the previous one stays while the budget allows."""
+        self.session += 1
+        self.live = None
+        self._listing = None
 
-    def set_live(self, frame_id):
-        with self._lock:
-            if frame_id != self.live:
-                self.live = frame_id
-                self._listing = None
+    def set_live(self, entry_id):
+        if entry_id != self.live:
+            self.live = entry_id
+            self._listing = None
 
     def find(self, url):
-        """The frame served at url ("history/<id>.<ext>"), or None."""
+        """The entry served at url ("history/<id>.<ext>"), or None."""
         return self.by_url.get(url)
 
-    def frame(self, frame_id):
-        """The frame of that id, or None (never was, or dropped)."""
-        for frame in reversed(self.frames):
-            if frame.id == frame_id:
-                return frame
+    def entry(self, entry_id):
+        for entry in reversed(self.entries):
+            if entry.id == entry_id:
+                return entry
         return None
 
-    def last(self):
-        frames = self.frames
-        return frames[-1] if frames else None
-
     def listing(self):
-        """history.json, as a snapshot with its validators."""
-        with self._lock:
-            if self._listing is None:
-                self._version += 1
-                body = json.dumps({"session": self.session, "live": self.live,
-                                   "entries": [frame.as_json() for frame in self.frames]}).encode("utf-8")
-                now = time.time()
-                self._listing = FileSnapshot((self._started, self._version, len(body)), body, now)
-            return self._listing
-
-    def as_list(self):
-        with self._lock:
-            return [frame.as_json() for frame in self.frames]
+        """history.json as a snapshot with its validators."""
+        if self._listing is None:
+            self._version += 1
+            body = json.dumps({"session": self.session, "live": self.live,
+                               "entries": [entry.as_json() for entry in self.entries]}).encode("utf-8")
+            now = time.time()
+            self._listing = FileSnapshot(body, now, (int(now * 1000), self._version))
+        return self._listing
 
 
 # =============================================================================
-# 6. Controller: addresses and port, routes, announcer, thread, START/STOP
+# 6. Controller: addresses and port, announcer, thread, START/STOP, ALS's Server
 # =============================================================================
 
-# -- 6a. The displayed address and the port --------------------------------------
+# -- 6a. The addresses to show, the port -----------------------------------------
 
 # UDP "connect" sends no packet; it only asks the kernel which local address
 # routes to a target. A public target finds the default route; private and
 # link-local targets find networks without one (a Pi's own Wi-Fi hotspot).
 ROUTE_PROBE_TARGETS = ("203.0.113.1", "10.255.255.254", "172.31.255.254",
                        "192.168.255.254", "169.254.255.254", "100.127.255.254")
-# Interfaces that exist on the machine but no phone can reach.
-VIRTUAL_INTERFACE_PREFIXES = ("docker", "br-", "veth", "virbr", "vmnet", "vboxnet", "lxc", "tun", "tap")
 # SIOCGIFADDR: the IPv4 address of a named interface.
 SIOCGIFADDR = {"linux": 0x8915, "darwin": 0xC0206921}
+# ALS 1.0's ranking: private +100, link-local -100, loopback -200, and a weak
+# hint from the interface name (+10 physical, -10 virtual); then the IP text.
+PHYSICAL_INTERFACE_HINTS = ("wi-fi", "wifi", "wireless", "wlan", "wl", "ethernet", "eth", "enp", "ens", "eno")
+VIRTUAL_INTERFACE_HINTS = ("virtual", "vmware", "vbox", "hyper-v", "vethernet", "docker", "bridge", "br-",
+                           "vpn", "tun", "tap", "utun", "tailscale", "zerotier")
+# Bridges ALS's hints miss; they only break ties among equal scores.
+MORE_VIRTUAL_PREFIXES = ("veth", "virbr", "vmnet", "vboxnet", "lxc")
 
 
 def _route_probe(target):
@@ -2216,12 +2057,11 @@ def is_local_address(address):
         sock.close()
 
 
-def _interface_addresses():
-    """(address, interface name) of each interface, with stdlib means per OS."""
+def _interface_addresses(platform=sys.platform, resolve=socket.getaddrinfo):
+    """(address, interface name) of each interface, by stdlib means per OS;
+    where interfaces cannot be listed (Windows), the host name's addresses."""
     found = []
-    request = SIOCGIFADDR.get(sys.platform)
-    if request is None and "bsd" in sys.platform:
-        request = SIOCGIFADDR["darwin"]
+    request = SIOCGIFADDR.get(platform, SIOCGIFADDR["darwin"] if "bsd" in platform else None)
     if request is not None and hasattr(socket, "if_nameindex"):
         import fcntl
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -2238,12 +2078,10 @@ def _interface_addresses():
             sock.close()
     if found:
         return found
-    # Windows (no ioctl), or the ioctl failed: the host name's addresses.
-    # Only then: resolving it can wait on DNS or mDNS where there is none.
+    # Only now: resolving the host name can wait on DNS or mDNS where there is none.
     try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET, socket.SOCK_STREAM):
-            # The host name may resolve (hosts file, stale DNS) to an address
-            # this machine no longer has: keep only addresses we can bind.
+        for info in resolve(socket.gethostname(), None, socket.AF_INET, socket.SOCK_STREAM):
+            # A stale hosts file or DNS may name an address this machine no longer has.
             if is_local_address(info[4][0]):
                 found.append((info[4][0], ""))
     except (OSError, UnicodeError):
@@ -2251,53 +2089,157 @@ def _interface_addresses():
     return found
 
 
-def _address_rank(address, interface, default_route):
-    ip = ipaddress.IPv4Address(address)
-    if ip.is_loopback:
-        return 6
-    if address == default_route:
-        return 0
-    if interface.startswith(VIRTUAL_INTERFACE_PREFIXES):
-        return 4
-    if ip.is_link_local:
-        return 5
-    return 1 if ip.is_private else 2
+def interface_hint(lowered_name):
+    """ALS 1.0's weak hint from an interface's name: +10 physical, -10 virtual."""
+    if any(hint in lowered_name for hint in PHYSICAL_INTERFACE_HINTS):
+        return 10
+    return -10 if any(hint in lowered_name for hint in VIRTUAL_INTERFACE_HINTS) else 0
 
 
-# What each rank of _address_rank means to the user, for --list-addresses.
-ADDRESS_KINDS = {
-    0: "default route",
-    1: "private network without the default route (a hotspot or a local-only network)",
-    2: "public address",
-    4: "virtual bridge (phones cannot reach it)",
-    5: "link-local (no DHCP server answered)",
-    6: "loopback (this machine only)",
-}
+InterfaceAddress = collections.namedtuple("InterfaceAddress", "family address")   # psutil's shape
+
+
+class NetworkAddress:
+    """One IPv4 address a browser may be sent to, as ALS 1.0 lists it:
+    ``url`` "http://<ip>:<port>" (no slash), ``label`` "Wi-Fi - <ip>",
+    "Ethernet - <ip>", "<interface> - <ip>" or the bare ip, ``score`` its
+    rank for auto."""
+
+    __slots__ = ("interface_name", "ip", "url", "is_loopback", "is_link_local", "is_private",
+                 "score", "label")
+
+    def __init__(self, interface_name, ip, url, is_loopback, is_link_local, is_private, score, label):
+        self.interface_name, self.ip, self.url, self.label = interface_name, ip, url, label
+        self.is_loopback, self.is_link_local, self.is_private = is_loopback, is_link_local, is_private
+        self.score = score
+
+    @classmethod
+    def of(cls, interface_name, ip, port):
+        address = ipaddress.IPv4Address(ip)
+        lowered = interface_name.lower()
+        score = (100 if address.is_private else 0) - (100 if address.is_link_local else 0) \
+            - (200 if address.is_loopback else 0) + interface_hint(lowered)
+        if "wi-fi" in lowered or "wifi" in lowered or "wireless" in lowered or lowered.startswith(("wlan", "wl")):
+            shown = "Wi-Fi"
+        elif "ethernet" in lowered or lowered.startswith(("eth", "enp", "ens", "eno")):
+            shown = "Ethernet"
+        else:
+            shown = interface_name
+        return cls(interface_name, ip, "http://%s:%d" % (ip, port), address.is_loopback,
+                   address.is_link_local, address.is_private, score, "%s - %s" % (shown, ip) if shown else ip)
+
+    @property
+    def is_virtual(self):
+        lowered = self.interface_name.lower()
+        return interface_hint(lowered) < 0 or lowered.startswith(MORE_VIRTUAL_PREFIXES)
+
+    def __repr__(self):
+        return "NetworkAddress(%r, score=%d)" % (self.label, self.score)
+
+
+def build_network_address_candidates(port, interface_addresses, default_route=None):
+    """ALS 1.0's ranked candidates from a psutil-style mapping (interface
+    name -> entries with ``.family`` and ``.address``): IPv4 only, each
+    address once, best first; 127.0.0.1 when there is none. Among equal
+    scores the default route's address comes first, virtual bridges last."""
+    candidates, seen = [], set()
+    for interface_name, entries in interface_addresses.items():
+        for entry in entries:
+            if entry.family != socket.AF_INET or entry.address in seen:
+                continue
+            try:
+                ipaddress.IPv4Address(entry.address)
+            except ValueError:
+                continue
+            seen.add(entry.address)
+            candidates.append(NetworkAddress.of(interface_name, entry.address, port))
+    if not candidates:
+        candidates.append(NetworkAddress.of("Loopback", "127.0.0.1", port))
+    return sorted(candidates, key=lambda c: (-c.score, c.ip != default_route, c.is_virtual, c.ip))
+
+
+def machine_addresses(port):
+    """(candidates, default route's address) of this machine: its
+    interfaces, the addresses routes lead from (a hotspot where interfaces
+    cannot be listed), and loopback."""
+    probes = [_route_probe(target) for target in ROUTE_PROBE_TARGETS]
+    mapping = collections.OrderedDict()
+    for address, interface in _interface_addresses() + [(a, "") for a in probes if a] + [("127.0.0.1", "lo")]:
+        if address != "0.0.0.0":
+            mapping.setdefault(interface, []).append(InterfaceAddress(socket.AF_INET, address))
+    return build_network_address_candidates(port, mapping, probes[0]), probes[0]
+
+
+def get_network_address_candidates(port, interface_addresses=None):
+    """ALS 1.0's candidates of this machine's interfaces (with a mapping,
+    as its earlier form did, of those addresses instead)."""
+    if interface_addresses is not None:
+        return build_network_address_candidates(port, interface_addresses)
+    return machine_addresses(port)[0]
+
+
+def build_advertised_address_preference(ip):
+    """The Displayed Address preference that names one address."""
+    return ADVERTISED_ADDRESS_IP_PREFIX + ip
+
+
+advertised_address_preference = build_advertised_address_preference     # ALS 1.0-dev's earlier name
+
+
+def als_setting(getter, default):
+    """A preference of ALS (``als.config.<getter>()``, read when asked: ALS
+    reads its own at each start) when alsserve runs inside ALS; else
+    default. The only place that knows ALS's configuration."""
+    try:
+        config = importlib.import_module("als.config")
+    except ImportError:
+        return default
+    try:
+        return getattr(config, getter)()
+    except Exception as error:          # ALS's own error: say it, keep the default
+        log.warning("ALS preference %s unreadable (%s); using %r", getter, error, default)
+        return default
+
+
+def select_advertised_address(preference, candidates):
+    """The candidate the preference names ("ip:<a>", when it is one of
+    them), else the best one."""
+    candidates = list(candidates) or build_network_address_candidates(
+        als_setting("get_www_server_port_number", DEFAULT_PORT), {})
+    if preference and preference.startswith(ADVERTISED_ADDRESS_IP_PREFIX):
+        wanted = preference[len(ADVERTISED_ADDRESS_IP_PREFIX):]
+        for candidate in candidates:
+            if candidate.ip == wanted:
+                return candidate
+    return candidates[0]
 
 
 def describe_ipv4_addresses():
     """(address, interface name, what it is) of each local IPv4 address,
-    best first for a phone on the same network: the default route's, then
-    private ones, public ones, virtual bridges, link-local, loopback last.
-    The interface name is "" where the OS does not tell (Windows)."""
-    probes = [_route_probe(target) for target in ROUTE_PROBE_TARGETS]
-    default_route = probes[0]
-    candidates = [(a, "") for a in probes if a] + _interface_addresses() + [("127.0.0.1", "lo")]
-    names = {}
-    for address, interface in candidates:
-        if address == "0.0.0.0":
-            continue
-        if interface or address not in names:
-            names[address] = interface or names.get(address, "")
-    order = {address: i for i, address in enumerate(names)}
-    ranks = {address: _address_rank(address, names[address], default_route) for address in names}
-    best = sorted(names, key=lambda a: (ranks[a], order[a]))
-    return [(address, names[address], ADDRESS_KINDS[ranks[address]]) for address in best]
+    best first for a phone on the same network."""
+    candidates, default_route = machine_addresses(DEFAULT_PORT)
+    described = []
+    for candidate in candidates:
+        if candidate.is_loopback:
+            kind = "loopback (this machine only)"
+        elif candidate.is_link_local:
+            kind = "link-local (no DHCP server answered)"
+        elif candidate.ip == default_route:
+            kind = "default route"
+        elif candidate.is_virtual:
+            kind = "virtual interface (phones cannot reach it)"
+        elif candidate.is_private:
+            kind = "private network" + (" without the default route (a hotspot or a local-only network)"
+                                        if default_route else "")
+        else:
+            kind = "public address"
+        described.append((candidate.ip, candidate.interface_name, kind))
+    return described
 
 
 def list_ipv4_addresses():
     """Local IPv4 addresses, best first (see describe_ipv4_addresses)."""
-    return [address for address, _interface, _kind in describe_ipv4_addresses()]
+    return [candidate.ip for candidate in machine_addresses(DEFAULT_PORT)[0]]
 
 
 def parse_address_preference(preference):
@@ -2312,13 +2254,10 @@ def parse_address_preference(preference):
     raise ValueError("displayed address must be 'auto' or 'ip:<IPv4 address>', got %r" % (preference,))
 
 
-def resolve_displayed_address(preference="auto"):
-    """The address to show users for the 'Displayed Address' preference.
-
-    ``ip:<a>`` is honoured while <a> is a local address (a loopback one
-    included); otherwise a warning is logged and ``auto`` decides: the best
-    non-loopback address, or 127.0.0.1 when there is none.
-    """
+def resolve_displayed_address(preference=ADVERTISED_ADDRESS_AUTO):
+    """The address to show users for the Displayed Address preference:
+    ``ip:<a>`` while <a> is an address of this machine (loopback included);
+    otherwise a warning, and the best non-loopback address, or 127.0.0.1."""
     wanted = parse_address_preference(preference)
     if wanted is not None:
         if is_local_address(wanted):
@@ -2330,45 +2269,9 @@ def resolve_displayed_address(preference="auto"):
     return "127.0.0.1"
 
 
-def listener_socket_options(socket_module=socket):
-    """The options for the listening socket, chosen by what the OS offers.
-
-    Windows: SO_EXCLUSIVEADDRUSE, so no other program can bind the port too.
-    POSIX: SO_REUSEADDR, so STOP/START rebinds at once despite TIME_WAIT.
-    Never SO_REUSEPORT (it would let two servers share the port).
-    """
-    if hasattr(socket_module, "SO_EXCLUSIVEADDRUSE"):
-        return [(socket_module.SOL_SOCKET, socket_module.SO_EXCLUSIVEADDRUSE, 1)]
-    return [(socket_module.SOL_SOCKET, socket_module.SO_REUSEADDR, 1)]
-
-
-def bind_listener(port, host="0.0.0.0"):
-    """A listening TCP socket on host:port, or PortInUseError."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        for level, option, value in listener_socket_options():
-            sock.setsockopt(level, option, value)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
-    except OSError as error:
-        sock.close()
-        raise PortInUseError("port %d is not available on %s (%s); choose another port "
-                             "or stop the program using it" % (port, host, error.strerror or error)) from error
-    sock.setblocking(False)
-    return sock
-
-
-def is_port_in_use(ip, port):
-    """ALS 0.7 helper: True when the server could not listen on port now.
-    ALS asks with its host address, the server binds 0.0.0.0; another server
-    on that port blocks either, whatever its address: both are tried."""
-    for host in dict.fromkeys((ip, WEB_SERVER_BIND_HOST)):
-        try:
-            bind_listener(port, host).close()
-        except PortInUseError as error:
-            if getattr(error.__cause__, "errno", None) != errno.EADDRNOTAVAIL:
-                return True             # not an address of this machine: says nothing of the port
-    return False
+def get_host_ip():
+    """ALS 0.7 helper: the address to show for 'auto'."""
+    return resolve_displayed_address(ADVERTISED_ADDRESS_AUTO)
 
 
 def check_bind_address(bind):
@@ -2396,166 +2299,85 @@ def displayed_address_for(preference, bind=WEB_SERVER_BIND_HOST):
     return bind
 
 
-def als_setting(getter, default):
-    """A preference of ALS (``als.config.<getter>()``, read when asked: ALS
-    reads its own at each start) when alsserve runs inside ALS; else
-    default. The only place that knows ALS's configuration."""
+def listener_socket_options(socket_module=socket):
+    """The listening socket's options, by what the OS offers. Windows:
+    SO_EXCLUSIVEADDRUSE, so no other program can bind the port too. POSIX:
+    SO_REUSEADDR, so STOP/START rebinds at once despite TIME_WAIT. Never
+    SO_REUSEPORT (two servers would share the port)."""
+    if hasattr(socket_module, "SO_EXCLUSIVEADDRUSE"):
+        return [(socket_module.SOL_SOCKET, socket_module.SO_EXCLUSIVEADDRUSE, 1)]
+    return [(socket_module.SOL_SOCKET, socket_module.SO_REUSEADDR, 1)]
+
+
+def bind_listener(port, host=WEB_SERVER_BIND_HOST):
+    """A listening TCP socket on host:port, or PortInUseError."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
-        config = importlib.import_module("als.config")
-    except ImportError:
-        return default
-    try:
-        return getattr(config, getter)()
-    except Exception as error:          # ALS's own error: say it, keep the default
-        log.warning("ALS preference %s unreadable (%s); using %r", getter, error, default)
-        return default
+        for level, option, value in listener_socket_options():
+            sock.setsockopt(level, option, value)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as error:
+        sock.close()
+        raise PortInUseError("port %d is not available on %s (%s); choose another port "
+                             "or stop the program using it" % (port, host, error.strerror or error)) from error
+    sock.setblocking(False)
+    return sock
 
 
-def get_host_ip():
-    """ALS 0.7 helper: the address to show for 'auto'."""
-    return resolve_displayed_address("auto")
+def is_port_in_use(ip, port):
+    """ALS 0.7 helper: True when the server could not listen on port now.
+    ALS asks with its host address, the server binds 0.0.0.0; another server
+    on that port blocks either, whatever its address: both are tried."""
+    for host in dict.fromkeys((ip, WEB_SERVER_BIND_HOST)):
+        try:
+            bind_listener(port, host).close()
+        except PortInUseError as error:
+            if getattr(error.__cause__, "errno", None) != errno.EADDRNOTAVAIL:
+                return True             # (not an address of this machine: says nothing of the port)
+    return False
 
 
-# -- 6b. ALS 1.0's address candidates: its ranking, our interface discovery -----
-
-# ALS 1.0 ranks addresses by score (then by IP text): private +100,
-# link-local -100, loopback -200, and a weak hint from the interface name.
-PHYSICAL_INTERFACE_HINTS = ("wi-fi", "wifi", "wireless", "wlan", "wl", "ethernet", "eth", "enp", "ens", "eno")
-VIRTUAL_INTERFACE_HINTS = ("virtual", "vmware", "vbox", "hyper-v", "vethernet", "docker", "bridge", "br-",
-                           "vpn", "tun", "tap", "utun", "tailscale", "zerotier")
-
-InterfaceAddress = collections.namedtuple("InterfaceAddress", "family address")   # psutil's shape
-
-
-class NetworkAddress:
-    """One IPv4 address a browser may be sent to, as ALS 1.0 shows it in
-    its Displayed Address list: ``url`` is "http://<ip>:<port>" (no slash),
-    ``label`` "Wi-Fi - <ip>", "Ethernet - <ip>", "<interface> - <ip>" or the
-    bare ip, ``score`` its rank for auto."""
-
-    __slots__ = ("interface_name", "ip", "url", "is_loopback", "is_link_local", "is_private",
-                 "score", "label")
-
-    def __init__(self, interface_name, ip, url, is_loopback, is_link_local, is_private, score, label):
-        self.interface_name, self.ip, self.url, self.label = interface_name, ip, url, label
-        self.is_loopback, self.is_link_local, self.is_private = is_loopback, is_link_local, is_private
-        self.score = score
-
-    @classmethod
-    def of(cls, interface_name, ip, port):
-        address = ipaddress.IPv4Address(ip)
-        lowered = interface_name.lower()
-        score = (100 if address.is_private else 0) - (100 if address.is_link_local else 0) \
-            - (200 if address.is_loopback else 0)
-        if any(hint in lowered for hint in PHYSICAL_INTERFACE_HINTS):
-            score += 10
-        elif any(hint in lowered for hint in VIRTUAL_INTERFACE_HINTS):
-            score -= 10
-        if "wi-fi" in lowered or "wifi" in lowered or "wireless" in lowered or lowered.startswith(("wlan", "wl")):
-            shown = "Wi-Fi"
-        elif "ethernet" in lowered or lowered.startswith(("eth", "enp", "ens", "eno")):
-            shown = "Ethernet"
-        else:
-            shown = interface_name
-        return cls(interface_name, ip, "http://%s:%d" % (ip, port), address.is_loopback,
-                   address.is_link_local, address.is_private, score, "%s - %s" % (shown, ip) if shown else ip)
-
-    def __repr__(self):
-        return "NetworkAddress(%r, score=%d)" % (self.label, self.score)
-
-
-def build_network_address_candidates(port, interface_addresses, default_route=None):
-    """ALS 1.0's ranked candidates from a psutil-style mapping (interface
-    name -> entries with ``.family`` and ``.address``): IPv4 only, each
-    address once, best first; 127.0.0.1 when there is none. default_route:
-    an address that wins among addresses of equal score."""
-    candidates, seen = [], set()
-    for interface_name, entries in interface_addresses.items():
-        for entry in entries:
-            if entry.family != socket.AF_INET or entry.address in seen:
-                continue
-            try:
-                ipaddress.IPv4Address(entry.address)
-            except ValueError:
-                continue
-            seen.add(entry.address)
-            candidates.append(NetworkAddress.of(interface_name, entry.address, port))
-    if not candidates:
-        candidates.append(NetworkAddress.of("Loopback", "127.0.0.1", port))
-    return sorted(candidates, key=lambda c: (-c.score, c.ip != default_route, c.ip))
-
-
-def get_network_address_candidates(port, interface_addresses=None):
-    """The candidates of this machine's interfaces (ALS 1.0's
-    ``get_network_address_candidates(port)``; with a mapping, as its
-    earlier form did, those addresses instead)."""
-    if interface_addresses is not None:
-        return build_network_address_candidates(port, interface_addresses)
-    mapping = collections.OrderedDict()
-    for address, interface in _interface_addresses() + [("127.0.0.1", "lo")]:
-        mapping.setdefault(interface, []).append(InterfaceAddress(socket.AF_INET, address))
-    return build_network_address_candidates(port, mapping, _route_probe(ROUTE_PROBE_TARGETS[0]))
-
-
-def build_advertised_address_preference(ip):
-    """The Displayed Address preference that names one address."""
-    return ADVERTISED_ADDRESS_IP_PREFIX + ip
-
-
-advertised_address_preference = build_advertised_address_preference     # ALS 1.0-dev's earlier name
-
-
-def select_advertised_address(preference, candidates):
-    """The candidate the preference names ("ip:<a>", when it is one of
-    them), else the best one."""
-    candidates = list(candidates) or build_network_address_candidates(als_setting(
-        "get_www_server_port_number", DEFAULT_PORT), {})
-    if preference and preference.startswith(ADVERTISED_ADDRESS_IP_PREFIX):
-        wanted = preference[len(ADVERTISED_ADDRESS_IP_PREFIX):]
-        for candidate in candidates:
-            if candidate.ip == wanted:
-                return candidate
-    return candidates[0]
-
+# -- 6b. New images: the routes beyond the web folder, the announcer -------------
 
 def build_no_cache_file_response(static_path, file_name):
-    """ALS 1.0's answer for files that change under the same name: a Route
-    to the file whose ``.headers`` keep browsers from storing it."""
+    """ALS 1.0's answer for a file that changes under the same name: a Route
+    to it whose ``.headers`` keep browsers from storing it."""
     return Route(path=os.path.join(static_path, file_name), headers=NO_STORE_HEADERS)
 
 
-# -- 6c. New images: the routes beyond the web folder, the announcer -------------
-
 class Routes:
-    """The URLs a server answers from somewhere else than its web folder.
+    """The URLs a server answers from somewhere else than its web folder
+    (called on the event loop).
 
-    Watch mode: the viewer bundle (it wins over a same-named file of the
-    folder, which belongs to another program), and web_image.jpg, which
-    stands for the newest image of the folder (the bundle's waiting image
-    until there is one). With a history: history.json and the frames,
-    history/<id>.<ext>; any other name under history/ is 404.
+    The history: history.json, and history/<id>.<ext> (an entry not written
+    yet from memory); any other name under history/ is 404. Watch mode: the
+    viewer bundle (it wins over a same-named file of the folder, which
+    belongs to another program), and web_image.jpg, which stands for the
+    newest image of the folder (``live_path``). ALS's Server: web_image.jpg
+    and data.json with ALS 1.0's headers (``no_store``).
     """
 
     def __init__(self, history=None, bundle=None, live_path=None, no_store=()):
         self.history = history
         self.bundle = bundle            # watch mode: URL path -> file of the bundle
         self.live_path = live_path      # watch mode: the file web_image.jpg stands for
-        self.no_store = no_store        # names of the web folder sent with NO_STORE_HEADERS
+        self.no_store = no_store
 
     def __call__(self, segments):
         history = self.history
         if history is not None:
             if segments == [HISTORY_LISTING]:
                 return Route(snapshot=history.listing(), content_type=CONTENT_TYPES[".json"])
-            if segments[0] == HISTORY_URL_FOLDER:
-                frame = history.find("/".join(segments))
-                if frame is None:
-                    raise HTTPError(404, "no such history frame")
-                pending = history.pending.get(frame.id)
-                if pending is not None:         # announced before its file is written
-                    return Route(snapshot=pending, content_type=content_type_for(frame.name),
+            if segments[0] == HISTORY_URL_PATH:
+                entry = history.find("/".join(segments))
+                if entry is None:
+                    raise HTTPError(404, "no such history entry")
+                pending = history.pending.get(entry.id)
+                if pending is not None:
+                    return Route(snapshot=pending, content_type=content_type_for(entry.name),
                                  cache_control=IMMUTABLE)
-                return Route(path=history.path_of(frame), cache_control=IMMUTABLE)
+                return Route(path=os.path.join(history.folder, entry.name), cache_control=IMMUTABLE)
         if self.bundle is not None:
             if segments == [IMAGE_NAME] and self.live_path is not None:
                 return Route(path=self.live_path)
@@ -2567,194 +2389,185 @@ class Routes:
         return None
 
 
-class PublishedImage:
-    """An image publish_image() announces while it writes the file: the
-    file's stat key once it is in place (None until then, or when the write
-    failed), and the snapshot pinned in the cache meanwhile."""
-
-    __slots__ = ("key", "snapshot", "written")
+class SerialJobs:
+    """Disk work that keeps its order, run on the loop's executor one job at
+    a time. ``submit(make, done)``: when its turn comes, make() (on the
+    loop, with the state of that moment) gives the function to run, or None
+    for nothing to run; done(result, error) gets the outcome on the loop. A
+    submit whose ``key`` equals the last waiting one's is not queued twice."""
 
     def __init__(self):
-        self.key = self.snapshot = None
-        self.written = False
+        self._waiting = collections.deque()     # (make, done, key)
+        self._running = False
+
+    def submit(self, make, done, key=None):
+        if key is not None and self._waiting and self._waiting[-1][2] == key:
+            return
+        self._waiting.append((make, done, key))
+        self._next()
+
+    def _next(self):
+        while not self._running and self._waiting:
+            make, done, _key = self._waiting.popleft()
+            job = make()
+            if job is None:
+                self._deliver(done, None, None)
+                continue
+            self._running = True
+            future = asyncio.get_running_loop().run_in_executor(None, job)
+            future.add_done_callback(lambda future, done=done: self._finished(future, done))
+
+    def _finished(self, future, done):
+        self._running = False
+        error = future.exception()
+        self._deliver(done, None if error else future.result(), error)
+        self._next()
+
+    @staticmethod
+    def _deliver(done, result, error):
+        try:
+            done(result, error)
+        except Exception:
+            log.exception("after disk work")
+
+    async def finish(self, timeout):
+        """Wait (at most timeout) until every job has run."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while (self._running or self._waiting) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+
+def prepare_image(path, snapshot, web_folder, history_folder):
+    """Executor job for a new image: (its complete copy, read when not given
+    and None when it stays incomplete; stack size and exposure of that
+    moment; free bytes on the history's disk)."""
+    if snapshot is None:
+        snapshot = read_whole_snapshot(path)
+    return (snapshot,) + read_metrics(web_folder) + (disk_free(history_folder) if history_folder else None,)
 
 
 class Announcer:
-    """Makes each new image live, in order, one at a time, and only then
-    tells the browsers (the frame message, then ALS's unchanged new_image):
+    """Makes each new image live, in order, then tells the browsers (the
+    history entry's message, then ALS's unchanged new_image). Runs on the
+    event loop; a new image's disk work (reading it after a notify, the
+    metrics, writing its history entry) runs as SerialJobs."""
 
-    - its bytes are served from memory at once: publish_image hands them
-      over (and writes the file meanwhile); after a notify the file is read
-      once and checked whole, off the event loop;
-    - it becomes a history frame, served from memory until its file is
-      written off the loop (not for the same image again, nor the waiting
-      image).
-
-    Requests return at once, from any thread; notifies that pile up while
-    one is read count once."""
-
-    def __init__(self, site, routes, web_folder, waiting_body=None):
+    def __init__(self, site, routes, web_folder, waiting_body):
         self.site = site
         self.routes = routes
         self.history = routes.history
         self.web_folder = web_folder
+        self.image_path = os.path.join(web_folder, IMAGE_NAME)     # a notify without a path (ALS mode)
         self.waiting_body = waiting_body
-        self.last_body = None           # the live image's bytes (dedup of frames)
-        self.last_frame_id = None       # the frame holding them, if any
-        self._queue = collections.deque()
-        self._written = collections.deque()
-        self._running = False
+        self.last_body = None           # the live image's bytes: the same again is no new entry
+        self.last_entry_id = None
+        self.history_folder = self.history.folder if self.history is not None else None
+        self.preparing = SerialJobs()
+        self.writing = SerialJobs()
 
     def resume(self, path):
         """At START, before the loop runs: the image at path is live. It is
-        served from memory before the first browser asks (it loads at once,
-        and a moment without the file, as when ALS on Windows removes it
-        before renaming the next one onto it, is covered from the start);
-        after a restart it may be the history's last frame again."""
+        served from memory before the first browser asks; after a restart
+        it may be the history's last entry again."""
         snapshot = read_whole_snapshot(path) if path else None
         if snapshot is None:
             return
         self.site.files.cache.put(path, snapshot)
         self.last_body = snapshot.body
-        history = self.history
-        last = history.last() if history is not None else None
-        if last is not None and last.bytes == len(snapshot.body) \
-                and read_file(history.path_of(last)) == snapshot.body:
-            self.last_frame_id = last.id
-            history.set_live(last.id)
+        last = self.history.entries[-1] if self.history is not None and self.history.entries else None
+        if last is not None and last.bytes == snapshot.size \
+                and read_file(os.path.join(self.history.folder, last.name)) == snapshot.body:
+            self.last_entry_id = last.id
+            self.history.set_live(last.id)
 
-    def request(self, path, data=None, keep=True, published=None):
-        """path holds a new image. data: its bytes, already in hand
-        (publish_image, whose file is being written: published). keep=False:
-        not a frame (the waiting image)."""
-        item = (path, data, keep, published)
-        if data is None and self._queue and self._queue[-1] == item:
-            return                      # this notify is already waiting
-        self._queue.append(item)
-        self.site.waker.request(self._start)
+    def new_image(self, path=None, prepared=None, keep=True):
+        """path holds a new image (None: the live image's file); prepared:
+        prepare_image()'s result when the caller made it (publish_image);
+        keep=False: no history entry (the waiting image). Notifies that pile
+        up while one is read count once."""
+        path = path or self.routes.live_path or self.image_path
+        if prepared is not None:
+            self.preparing.submit(lambda: None, lambda _result, _error: self._announce(path, keep, prepared, None))
+        else:
+            job = functools.partial(prepare_image, path, None, self.web_folder, self.history_folder)
+            self.preparing.submit(lambda: job, functools.partial(self._announce, path, keep), key=(path, keep))
 
-    def written(self, path, published):
-        """publish_image's file is in place (or failed): from any thread."""
-        published.written = True
-        self._written.append((path, published))
-        self.site.waker.request(self._settle)
+    def new_session(self):
+        """A new session starts after the images already given."""
+        def start(_result, _error):
+            if self.history is not None:
+                self.history.new_session()
+                self._write_history()
+        self.preparing.submit(lambda: None, start)
 
-    def _start(self):
-        """On the loop: take the waiting requests in order until one needs
-        its file read (the read's end takes up the rest). Plain callbacks,
-        no task: the caller's thread waits for the GIL while the loop works
-        after the wake-up, so that work is kept short."""
-        while not self._running and self._queue and not self.site.hub.stopping:
-            path, data, keep, published = self._queue.popleft()
-            if data is not None:
-                now = time.time()
-                self._announce_logged(path, FileSnapshot((0, len(data), int(now * 1e9)), data, now),
-                                      keep, published)
-                continue
-            self._running = True
-            def read(path=path, keep=keep, published=published):
-                reading = self.site.loop.run_in_executor(None, read_whole_snapshot, path)
-                reading.add_done_callback(lambda done: self._read_done(
-                    path, None if done.cancelled() or done.exception() else done.result(), keep, published))
-            # A moment later: the notifying thread (the stacking pipeline) gets
-            # the GIL back first instead of competing with a waking reader thread.
-            self.site.loop.call_later(NOTIFY_READ_DELAY, read)
-
-    def _read_done(self, path, snapshot, keep, published):
-        self._running = False
-        self._announce_logged(path, snapshot, keep, published)
-        self._start()
-
-    def _announce_logged(self, path, snapshot, keep, published):
-        try:
-            self._announce(path, snapshot, keep, published)
-        except Exception:
-            log.exception("new image %s could not be announced", path)
-
-    def _settle(self):
-        while self._written:
-            path, published = self._written.popleft()
-            if published.snapshot is not None:
-                self.site.files.cache.settle(path, published.snapshot, published.key)
-
-    def _announce(self, path, snapshot, keep, published):
-        """On the loop: serve the new copy, keep the frame, tell the browsers."""
+    def _announce(self, path, keep, result, error):
         site, history = self.site, self.history
+        if error is not None:
+            log.error("new image %s could not be read: %s", path, error)
+            return
+        snapshot, stack_size, exposure, free = result
         if site.hub.stopping:
             return
         if snapshot is None:            # stayed incomplete: browsers get what is served
             site.hub.broadcast(NEW_IMAGE_MESSAGE)
             return
-        cache = site.files.cache
-        if published is not None and not published.written:
-            published.snapshot = snapshot
-            cache.pin(path, snapshot)
-        elif published is not None:
-            if published.key is not None:
-                cache.put(path, FileSnapshot(published.key, snapshot.body, published.key[2] / 1e9))
-        else:
-            cache.put(path, snapshot)
+        site.files.cache.put(path, snapshot)
         if self.routes.bundle is not None:
             self.routes.live_path = path
-        frame = self._new_frame(path, snapshot.body, keep)
+        entry = None
+        if not keep or snapshot.body == self.waiting_body:
+            self.last_entry_id = None
+        elif snapshot.body != self.last_body:
+            self.last_entry_id = None
+            if history is not None:
+                ext = ".png" if content_type_for(path) == "image/png" else ".jpg"
+                entry = history.add(snapshot, ext, time.time(), stack_size, exposure, free)
+                if entry is not None:
+                    self.last_entry_id = entry.id
+        self.last_body = snapshot.body
         if history is not None:
-            history.set_live(self.last_frame_id)
-            live = history.frame(self.last_frame_id)
+            history.set_live(self.last_entry_id)
+            live = history.entry(self.last_entry_id)
             if live is not None:
                 site.hub.broadcast(json.dumps(dict(live.as_json(), type="history_entry")))
         site.hub.broadcast(NEW_IMAGE_MESSAGE)
-        log.info("new image %s (%.1f MB), %d browsers", os.path.basename(path),
-                 len(snapshot.body) / 1e6, len(site.hub.clients))
-        if frame is not None:
-            stored = site.loop.run_in_executor(None, history.store, frame)
-            stored.add_done_callback(lambda future: self._stored(frame, future))
+        log.info("new image %s (%.1f MB), %d browsers", os.path.basename(path), snapshot.size / 1e6,
+                 len(site.hub.clients))
+        if entry is not None:
+            self._write_history()
 
-    def _new_frame(self, path, body, keep):
-        """The history frame of a new image, None for the same image again
-        or the waiting image (last_frame_id: the frame now live)."""
-        if not keep or body == self.waiting_body:
-            self.last_frame_id = None
-        elif body != self.last_body:
-            self.last_frame_id = None
-            if self.history is not None:
-                ext = ".png" if content_type_for(path) == "image/png" else ".jpg"
-                frame = self.history.reserve(body, ext, time.time(), *read_metrics(self.web_folder))
-                if frame is not None:
-                    self.last_frame_id = frame.id
-                self.last_body = body
-                return frame
-        self.last_body = body
-        return None
+    def _write_history(self):
+        """Whatever is not on disk yet, in one job once the writer is free."""
+        self.writing.submit(self.history.write_job, self._history_written, key="history")
 
-    def _stored(self, frame, future):
-        """On the loop: the frame's file is written; its copy in the cache
-        serves it from now on (no disk read)."""
+    def _history_written(self, written, error):
         history = self.history
-        try:
-            key = future.result()
-        except Exception:
-            log.exception("history frame %d could not be written", frame.id)
-            key = None
-        snapshot = history.pending.get(frame.id)
-        if key is not None and snapshot is not None:
-            self.site.files.cache.put(history.path_of(frame), FileSnapshot(key, snapshot.body, frame.time))
-        history.release(frame)
+        for name, outcome in written or [(HISTORY_INDEX, error)]:
+            if name == HISTORY_INDEX:
+                log.error("history index could not be written: %s", outcome)
+                continue
+            snapshot = history.written(name, outcome)
+            if snapshot is not None:
+                self.site.files.cache.put(os.path.join(history.folder, name), snapshot)
+        if any(name != HISTORY_INDEX and isinstance(outcome, OSError) for name, outcome in written or ()):
+            self._write_history()       # the index without them
 
 
-# -- 6d. The running server: its thread, ImageServer, ALS's facade --------------
+# -- 6c. The running server: its thread, ImageServer, ALS's Server ------------
 
 class SiteThread:
-    """A Site on its own event loop, in a thread named ``alsserve``: start()
-    returns once the site accepts connections on the bound socket (or
-    raises what kept it from starting); stop() runs STOP and ends the loop
-    and the thread."""
+    """A Site and its Announcer on their own event loop, in a thread named
+    ``alsserve``. start() returns once connections are accepted (or raises
+    what kept the site from starting); call() is how other threads hand the
+    loop work; stop() runs STOP and ends the loop and the thread."""
 
-    def __init__(self, site):
+    def __init__(self, site, announcer):
         self.site = site
+        self.announcer = announcer
         self.loop = asyncio.new_event_loop()
-        # Disk work (big reads, new images, history frames) runs here; its
-        # threads end with the site (the loop's default executor's would
-        # linger after close).
+        # Disk work runs here; its threads end with the site (those of the
+        # loop's default executor would linger after close).
         self.executor = concurrent.futures.ThreadPoolExecutor(IO_THREADS, "alsserve-io")
         self.loop.set_default_executor(self.executor)
         self.thread = None
@@ -2762,6 +2575,13 @@ class SiteThread:
     @property
     def alive(self):
         return self.thread is not None and self.thread.is_alive()
+
+    def call(self, callback, *args):
+        """From any thread: callback(*args) on the loop, soon. A no-op once stopped."""
+        try:
+            self.loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:            # the loop closed in between
+            pass
 
     def start(self, sock):
         loop, ready, failure = self.loop, threading.Event(), []
@@ -2773,22 +2593,20 @@ class SiteThread:
             except BaseException as error:      # reported to start()
                 failure.append(error)
                 ready.set()
-                self.close_loop()
+                self._close_loop()
                 return
             ready.set()
             try:
                 loop.run_forever()
             finally:
-                # A connection accepted as the listener closed may still be
-                # pending: cancel it and let it end, so it closes its socket
-                # rather than being destroyed with the loop.
+                # Connections accepted as STOP began end now, closing their sockets.
                 pending = asyncio.all_tasks(loop)
                 for task in pending:
                     task.cancel()
                 if pending:
                     loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 loop.run_until_complete(loop.shutdown_asyncgens())
-                self.close_loop()
+                self._close_loop()
 
         self.thread = threading.Thread(target=run, name="alsserve", daemon=True)
         self.thread.start()
@@ -2797,17 +2615,20 @@ class SiteThread:
             self.thread.join()
             raise failure[0]
 
-    def close_loop(self):
-        # The disk work ends first (a frame being written is finished): a job
-        # ending after close would report to a closed loop (an error on 3.8).
+    def _close_loop(self):
+        # The disk work ends first: a job ending after close would report
+        # to a closed loop (an error on 3.8).
         self.executor.shutdown(wait=True)
         self.loop.close()
+
+    async def _shutdown(self, grace):
+        await self.site.shutdown(grace)
+        await self.announcer.writing.finish(5.0)    # the history's last writes
 
     def stop(self, grace):
         loop = self.loop
         try:
-            future = asyncio.run_coroutine_threadsafe(self.site.shutdown(grace), loop)
-            future.result(grace + 5)
+            asyncio.run_coroutine_threadsafe(self._shutdown(grace), loop).result(grace + 10)
         except Exception:
             log.exception("error while stopping the image server")
         finally:
@@ -2818,53 +2639,45 @@ class SiteThread:
 class ImageServer:
     """The image server of one web folder: START, STOP, notify, publish.
 
-    ``start()`` validates everything, binds the port in the caller's thread,
-    then publishes (ALS mode) and runs the event loop in a thread named
-    ``alsserve``, and returns the displayed URL; a start that fails writes
-    nothing. Every other method may be called from any thread; none waits
-    on a browser.
+    ``start()`` checks every setting, binds the port in the caller's
+    thread, then publishes (ALS mode) and runs the event loop in a thread
+    named ``alsserve``, and returns the displayed URL; a start that fails
+    writes nothing. The other methods may be called from any thread; none
+    waits on a browser, and a notify none on the disk.
 
-    ALS mode (the default): START publishes the viewer bundle and the
+    ALS mode (``mode=ALS_MODE``): START publishes the viewer bundle and the
     waiting image into the web folder, and data.json when there is none.
-    ``publish=False``: the folder is served as it is (ALS's facade: ALS
-    writes its own files). ``read_only=True`` (watch mode): nothing is ever
-    written into the web folder; the viewer is served from the bundle in
-    place, web_image.jpg stands for ``live_image`` (a file of the folder)
-    and then for each image given to announce_image(), the waiting image
-    until there is one; the history is kept outside the folder.
+    Watch mode (``mode=WATCH_MODE``): nothing is ever written into the web
+    folder; the viewer is served from the bundle in place, web_image.jpg
+    stands for ``live_image`` (a file of the folder), then for each image
+    given to announce_image(), the waiting image until there is one; the
+    history is kept outside the folder. ``create_folder``: a missing web
+    folder is created after the bind (the command line's own folder).
     """
 
-    def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address="auto", assets_dir=None,
-                 publish=True, read_only=False, bind=WEB_SERVER_BIND_HOST, create_folder=False,
-                 history_frames=HISTORY_FRAMES, history_bytes=HISTORY_BYTES, history_dir=None,
-                 live_image=None, **site_options):
+    def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address=ADVERTISED_ADDRESS_AUTO,
+                 assets_dir=None, mode=ALS_MODE, bind=WEB_SERVER_BIND_HOST, settings=None,
+                 history_folder=None, live_image=None, create_folder=False):
         self.web_folder = web_folder
         self.port = port
         self.address_preference = displayed_address
-        self.assets_dir = assets_dir
-        self.publish = publish and not read_only
-        self.read_only = read_only
+        self.assets_dir = os.path.abspath(assets_dir or DEFAULT_ASSETS_DIR)
+        self.mode = mode
         self.bind = bind
-        self.create_folder = create_folder      # the command line's default folder
-        self.history_frames = history_frames
-        self.history_bytes = history_bytes
-        self.history_dir = history_dir
+        self.settings = settings if settings is not None else Settings()
+        self.history_folder = history_folder
         self.live_image = live_image
-        self.site_options = site_options
+        self.create_folder = create_folder
         self.displayed_address = None
         self.access_limited = False
         self.url = None
-        self._lock = threading.Lock()
-        self._loop = None
-        self._thread = None
-        self._site = None
-        self._announcer = None
-        self._routes = None
-        self._history = None
+        self._lock = threading.Lock()   # START and STOP, one at a time
+        self._thread = None             # the SiteThread while running
 
     @property
     def running(self):
-        return self._thread is not None and self._thread.alive
+        thread = self._thread
+        return thread is not None and thread.alive
 
     @property
     def client_count(self):
@@ -2873,16 +2686,18 @@ class ImageServer:
     @property
     def browser_counts(self):
         """(connected now, joined since start, left since start)."""
-        site = self._site
-        if site is None:
+        thread = self._thread
+        if thread is None:
             return 0, 0, 0
-        return len(site.hub.clients), site.hub.joined, site.hub.left
+        hub = thread.site.hub
+        return len(hub.clients), hub.joined, hub.left
 
     @property
     def history(self):
-        """The frames of the history, oldest first, as history.json lists them."""
-        history = self._history
-        return history.as_list() if history is not None else []
+        """The history's entries, oldest first, as history.json lists them."""
+        thread = self._thread
+        history = thread.announcer.history if thread is not None else None
+        return [entry.as_json() for entry in history.entries] if history is not None else []
 
     # -- START -------------------------------------------------------------
 
@@ -2890,15 +2705,19 @@ class ImageServer:
         with self._lock:
             if self.running:
                 return self.url
-            web_folder, assets_dir, history_dir = self._check()
+            web_folder, history_folder = self._check()
             sock = bind_listener(self.port, self.bind)
             try:
                 self.web_folder = web_folder
-                routes = self._publish(assets_dir, history_dir)
-                self._start_thread(sock, routes, assets_dir)
+                if self.create_folder:
+                    os.makedirs(web_folder, exist_ok=True)
+                self._publish()
+                thread = self._prepare(history_folder)
+                thread.start(sock)
             except BaseException:
                 sock.close()
                 raise
+            self._thread = thread
             address = displayed_address_for(self.address_preference, self.bind)
             self.displayed_address = address
             self.access_limited = ipaddress.IPv4Address(address).is_loopback
@@ -2907,95 +2726,86 @@ class ImageServer:
                 log.warning("image server access is limited to this machine: the displayed address %s "
                             "is a loopback address. Connect to a network (or start a hotspot), "
                             "then restart", address)
-            log.debug("serving %s at %s", web_folder, self.url)
             return self.url
 
     def _check(self):
         """Every setting checked before anything is bound or written."""
+        if self.mode not in (ALS_MODE, WATCH_MODE):
+            raise ValueError("mode must be %r or %r, got %r" % (ALS_MODE, WATCH_MODE, self.mode))
         check_port(self.port)
         check_bind_address(self.bind)
         parse_address_preference(self.address_preference)
-        web_folder = check_web_folder(self.web_folder, writable=not self.read_only,
+        if self.create_folder and self.mode != ALS_MODE:
+            raise ValueError("only ALS mode creates its web folder")
+        web_folder = check_web_folder(self.web_folder, writable=self.mode == ALS_MODE,
                                       may_create=self.create_folder)
-        assets_dir = self._assets_folder()
-        if (self.publish or self.read_only) and not os.path.isdir(assets_dir):
-            raise ValueError("assets folder %s does not exist" % assets_dir)
-        history_dir = history_folder(web_folder, self.read_only, self.history_dir,
-                                     self.history_frames, self.history_bytes)
-        return web_folder, assets_dir, history_dir
+        if not os.path.isdir(self.assets_dir):
+            raise ValueError("assets folder %s does not exist" % self.assets_dir)
+        history_folder = None
+        if self.settings.history_entries and self.settings.history_bytes:
+            history_folder = choose_history_folder(web_folder, self.mode, self.history_folder)
+        return web_folder, history_folder
 
-    def _publish(self, assets_dir, history_dir):
-        """After the bind: the folder's files (ALS mode) and the history."""
-        web_folder = self.web_folder
-        if self.create_folder:
-            os.makedirs(web_folder, exist_ok=True)
-        if self.publish:
-            publish_assets(assets_dir, web_folder)
-            if not os.path.exists(os.path.join(web_folder, IMAGE_NAME)):
-                publish_waiting_image(web_folder, assets_dir)
-            if not os.path.exists(os.path.join(web_folder, METRICS_NAME)):
-                write_metrics(web_folder, 0, 0)
+    def _publish(self):
+        """ALS mode, after the bind: the viewer, the waiting image and
+        data.json when there are none (a restart keeps the image and metrics)."""
+        if self.mode != ALS_MODE:
+            return
+        publish_assets(self.assets_dir, self.web_folder)
+        waiting = waiting_image_path(self.assets_dir)
+        if waiting is not None and not os.path.exists(os.path.join(self.web_folder, IMAGE_NAME)):
+            atomic_write(os.path.join(self.web_folder, IMAGE_NAME), read_file(waiting))
+        if not os.path.exists(os.path.join(self.web_folder, METRICS_NAME)):
+            atomic_write(os.path.join(self.web_folder, METRICS_NAME), metrics_json(0, 0).encode("ascii"))
+
+    def _routes(self, history):
+        if self.mode == WATCH_MODE:
+            live = self.live_image if self.live_image and is_inside(self.live_image, self.web_folder) \
+                else waiting_image_path(self.assets_dir)
+            return Routes(history, bundle_files(self.assets_dir), live)
+        return Routes(history)
+
+    def _prepare(self, history_folder):
+        """The running parts, the history opened and the live image in memory."""
         history = None
-        if history_dir is not None:
-            history = History(history_dir, self.history_frames, self.history_bytes)
+        if history_folder is not None:
+            history = History(history_folder, self.settings)
             history.open()
-        self._history = history
-        if self.read_only:
-            live = self.live_image if self.live_image and is_inside(self.live_image, web_folder) \
-                else waiting_image_path(assets_dir)
-            return Routes(history, bundle_files(assets_dir), live)
-        # ALS's facade (ALS writes its own files): what ALS 1.0 sends for them.
-        return Routes(history, no_store=() if self.publish else (IMAGE_NAME, METRICS_NAME))
-
-    def _start_thread(self, sock, routes, assets_dir):
-        site = Site(self.web_folder, routes, **self.site_options)
-        waiting = waiting_image_path(assets_dir)
-        announcer = Announcer(site, routes, self.web_folder, read_file(waiting) if waiting else None)
-        self._image_path = os.path.join(self.web_folder, IMAGE_NAME)
-        announcer.resume(routes.live_path if routes.bundle is not None else self._image_path)
-        thread = SiteThread(site)
-        thread.start(sock)
-        self._thread, self._loop, self._site, self._announcer = thread, thread.loop, site, announcer
-        self._routes = routes
+        routes = self._routes(history)
+        site = Site(self.web_folder, self.settings, routes)
+        waiting = waiting_image_path(self.assets_dir)
+        waiting_body = read_file(waiting) if waiting else None
+        announcer = Announcer(site, routes, self.web_folder, waiting_body)
+        announcer.resume(routes.live_path or os.path.join(self.web_folder, IMAGE_NAME))
+        return SiteThread(site, announcer)
 
     # -- while running -----------------------------------------------------
 
     def notify_browsers_about_new_image(self):
         """Tell every browser to reload the image (after writing web_image.jpg
-        yourself). Returns at once, from any thread: the file is read once
-        and checked whole off the event loop, then announced."""
+        yourself). Returns at once: the file is read and checked whole off
+        the event loop, then announced."""
         self.announce_image()
 
     def announce_image(self, path=None):
         """A new image is at path (default: the live image, web_image.jpg in
-        ALS mode): make it the live image and a history frame, then tell the
-        browsers. Returns at once, from any thread. Watch mode passes the
-        newest image of the folder."""
-        announcer, routes = self._announcer, self._routes
-        if announcer is None:
+        ALS mode): it becomes the live image and a history entry, then the
+        browsers are told. Returns at once. Watch mode passes the newest
+        image of the folder."""
+        thread = self._thread
+        if thread is None:
             return
-        if path is None:                # (no path work: the stacking pipeline's thread waits)
-            path = routes.live_path if routes.bundle is not None else self._image_path
-        elif not is_inside(path, self.web_folder):
-            raise ValueError("%s is not in the web folder %s" % (path, self.web_folder))
-        else:
+        if path is not None:
+            if not is_inside(path, self.web_folder):
+                raise ValueError("%s is not in the web folder %s" % (path, self.web_folder))
             path = os.path.abspath(path)
-        self._request(announcer, path)
-
-    def _request(self, announcer, path, data=None, keep=True, published=None):
-        try:
-            announcer.request(path, data, keep, published)
-        except RuntimeError:            # the loop closed in between: stopped
-            pass
+        thread.call(thread.announcer.new_image, path)
 
     def send_message_text(self, text):
-        site, loop = self._site, self._loop
-        if site is None or loop is None or loop.is_closed():
-            return
-        try:
-            site.hub.request_broadcast(text)
-        except RuntimeError:            # the loop closed in between: stopped
-            pass
+        """Send a text message to every browser; returns at once."""
+        thread = self._thread
+        if thread is not None:
+            thread.call(thread.site.hub.broadcast, text)
 
     def publish_image(self, data_or_path):
         """Atomically replace web_image.jpg (bytes or a JPEG file), then
@@ -3004,48 +2814,39 @@ class ImageServer:
             data = bytes(data_or_path)
         else:
             data = read_file(os.fspath(data_or_path))
-        check_jpeg(data)
-        path = os.path.join(self._writable_folder(), IMAGE_NAME)
-        self._publish_bytes(path, data)
+        self._publish_bytes(check_jpeg(data))
 
-    def _publish_bytes(self, path, data, keep=True):
-        """Announce the bytes (served from memory at once) and write the
-        file meanwhile: the announcement does not wait for the disk."""
-        announcer, published = self._announcer, PublishedImage()
-        if announcer is not None:
-            self._request(announcer, path, data, keep, published)
-        try:
-            atomic_write(path, data)
-            published.key = stat_key(os.stat(path))
-        finally:
-            if announcer is not None:
-                try:
-                    announcer.written(path, published)
-                except RuntimeError:    # the loop closed in between: stopped
-                    pass
+    def _publish_bytes(self, data, keep=True):
+        path = os.path.join(self._writable_folder(), IMAGE_NAME)
+        written = atomic_write(path, data)
+        thread = self._thread
+        if thread is not None:
+            announcer = thread.announcer
+            snapshot = FileSnapshot(data, written.st_mtime, stat_version(written))
+            # The rest of its disk work here too (small): no executor hop per image.
+            prepared = prepare_image(path, snapshot, announcer.web_folder, announcer.history_folder)
+            thread.call(announcer.new_image, path, prepared, keep)
 
     def update_metrics(self, stack_size, total_exposure_seconds):
         """Atomically rewrite data.json. Browsers re-read it on the next notify."""
-        write_metrics(self._writable_folder(), stack_size, total_exposure_seconds)
+        text = metrics_json(stack_size, total_exposure_seconds)
+        atomic_write(os.path.join(self._writable_folder(), METRICS_NAME), text.encode("ascii"))
 
     def reset_image(self):
         """New session: the waiting image and zero metrics come back, a new
-        history starts, then notify."""
-        folder = self._writable_folder()
-        write_metrics(folder, 0, 0)
-        if self._history is not None:
-            self._history.new_session()
-        waiting = waiting_image_path(self._assets_folder())
+        history session starts, then browsers are told."""
+        self.update_metrics(0, 0)
+        thread = self._thread
+        if thread is not None:
+            thread.call(thread.announcer.new_session)
+        waiting = waiting_image_path(self.assets_dir)
         if waiting is not None:
-            self._publish_bytes(os.path.join(folder, IMAGE_NAME), read_file(waiting), keep=False)
+            self._publish_bytes(read_file(waiting), keep=False)
 
     def _writable_folder(self):
-        if self.read_only:
+        if self.mode == WATCH_MODE:
             raise ValueError("this server only watches %s: it writes nothing into it" % self.web_folder)
         return check_web_folder(self.web_folder)
-
-    def _assets_folder(self):
-        return os.path.abspath(self.assets_dir or DEFAULT_ASSETS_DIR)
 
     # -- STOP --------------------------------------------------------------
 
@@ -3061,9 +2862,8 @@ class ImageServer:
             try:
                 thread.stop(grace)
             finally:
-                self._thread = self._loop = self._site = self._announcer = None
+                self._thread = None
                 self.url = None
-            log.debug("image server stopped")
 
     def __enter__(self):
         self.start()
@@ -3071,6 +2871,17 @@ class ImageServer:
 
     def __exit__(self, *exc_info):
         self.stop()
+
+
+class AlsFolderServer(ImageServer):
+    """ALS mode as ALS runs it: ALS writes its own files (nothing is
+    published), and web_image.jpg and data.json go out as ALS 1.0 sends them."""
+
+    def _publish(self):
+        pass
+
+    def _routes(self, history):
+        return Routes(history, no_store=(IMAGE_NAME, METRICS_NAME))
 
 
 class Signal:
@@ -3188,7 +2999,7 @@ class Server:
         if port is None:
             port = self.port if self.port is not None else als_setting("get_www_server_port_number",
                                                                        DEFAULT_PORT)
-        return ImageServer(folder, port=port, bind=host or WEB_SERVER_BIND_HOST, publish=False)
+        return AlsFolderServer(folder, port=port, bind=host or WEB_SERVER_BIND_HOST)
 
     def stop(self):
         """Returns at once; the thread in start() ends once browsers closed."""
@@ -3209,8 +3020,6 @@ class Server:
             server.notify_browsers_about_new_image()
         else:
             server.send_message_text(json.dumps(message))
-
-
 # =============================================================================
 # 7. Command line: python -m alsserve
 # =============================================================================
@@ -3223,13 +3032,13 @@ BROWSER_SUMMARY_INTERVAL = 2.0  # at most one "browsers:" line this often
 DEFAULT_WEB_FOLDER = "alsserve-web"     # in the current folder: ALS mode, created if missing
 
 
-def has_end_marker(path, size, content_type):
-    """The last bytes of a JPEG (EOI) or PNG (IEND chunk) are in place."""
-    marker = PNG_END if content_type == "image/png" else b"\xff\xd9"
+def is_complete_image_file(path, size, content_type):
+    """The file's first and last bytes are its image markers (is_complete_image)."""
     try:
         with open(path, "rb") as f:
-            f.seek(max(0, size - len(marker)))
-            return f.read(len(marker)) == marker
+            head = f.read(8)
+            f.seek(max(0, size - 1024))
+            return is_complete_image(head, f.read(1024), content_type)
     except OSError:
         return False
 
@@ -3274,12 +3083,12 @@ class FolderWatcher:
             except OSError:
                 continue
             if stat.S_ISREG(st.st_mode):
-                found.append((st.st_mtime_ns, name, entry.path, stat_key(st)))
+                found.append((st.st_mtime_ns, name, entry.path, stat_version(st)))
         return found
 
     def _metrics_key(self):
         try:
-            return stat_key(os.stat(os.path.join(self.folder, METRICS_NAME)))
+            return stat_version(os.stat(os.path.join(self.folder, METRICS_NAME)))
         except OSError:
             return None
 
@@ -3287,7 +3096,7 @@ class FolderWatcher:
         """The newest matching image that is complete now (no two polls to
         wait for: what a start shows first), or None."""
         for _mtime, name, path, key in sorted(self._matches(), reverse=True):
-            if has_end_marker(path, key[1], content_type_for(name)):
+            if is_complete_image_file(path, key[1], content_type_for(name)):
                 self.image = (path, key)
                 return path
         return None
@@ -3304,7 +3113,7 @@ class FolderWatcher:
                 self.candidate = None
             elif self.candidate is None or self.candidate[0] != current:
                 self.candidate = (current, now)
-            elif has_end_marker(path, key[1], content_type_for(name)) \
+            elif is_complete_image_file(path, key[1], content_type_for(name)) \
                     or now - self.candidate[1] >= WATCH_UNSTABLE_ACCEPT:
                 self.image, self.candidate, new_image = current, None, path
         metrics = self._metrics_key()
@@ -3395,9 +3204,9 @@ def build_argument_parser():
                         help="a reverse proxy at ADDRESS (e.g. 127.0.0.1 for nginx on this "
                              "machine): log the client address it sends in X-Forwarded-For")
     history = parser.add_mutually_exclusive_group()
-    history.add_argument("--history", type=int, default=HISTORY_FRAMES, metavar="N",
+    history.add_argument("--history", type=int, default=Settings.history_entries, metavar="N",
                          help="keep the last N images for the viewer's timeline (default: %d; "
-                              "watch mode keeps them in the user's cache folder)" % HISTORY_FRAMES)
+                              "watch mode keeps them in the user's cache folder)" % Settings.history_entries)
     history.add_argument("--no-history", dest="history", action="store_const", const=0,
                          help="keep no history")
     _add_switch(parser, "watch", True, "follow new images and data.json in the folder "
@@ -3685,7 +3494,7 @@ def startup_block(server, qr, watching=None):
     """The lines printed at start: folder, addresses, QR code. (A warning
     such as limited access is logged once, on stderr.)"""
     port = server.port
-    mode = "watch mode, nothing is written into it" if server.read_only else "ALS mode"
+    mode = "watch mode, nothing is written into it" if server.mode == WATCH_MODE else "ALS mode"
     lines = ["alsserve %s - live image server" % __version__,
              "  Web folder: %s (%s)" % (server.web_folder, mode)]
     if watching:
@@ -3755,18 +3564,11 @@ def _server_from_arguments(args):
         and os.path.abspath(args.web_folder) != default_folder
     if args.image != IMAGE_NAME and not watch_mode:
         raise ValueError("--image follows the images of a watched folder: give it with -d DIR")
-    if args.history < 0:
-        raise ValueError("--history must be 0 or more, got %d" % args.history)
-    options = {}
-    if args.trust_proxy is not None:
-        try:
-            options["trusted_proxy"] = str(ipaddress.ip_address(args.trust_proxy))
-        except ValueError:
-            raise ValueError("--trust-proxy needs an IP address, got %r" % args.trust_proxy) from None
+    settings = Settings(history_entries=check_count("--history", args.history),
+                        trusted_proxy=args.trust_proxy and check_ip_address("--trust-proxy", args.trust_proxy))
     return ImageServer(args.web_folder or default_folder, port=port, displayed_address=args.address,
-                       assets_dir=os.path.abspath(args.assets or DEFAULT_ASSETS_DIR),
-                       read_only=watch_mode, bind=args.bind, create_folder=args.web_folder is None,
-                       history_frames=args.history, **options)
+                       assets_dir=args.assets, mode=WATCH_MODE if watch_mode else ALS_MODE, bind=args.bind,
+                       settings=settings, create_folder=args.web_folder is None)
 
 
 def _run(args):
@@ -3774,21 +3576,22 @@ def _run(args):
         print_addresses()
         return 0
     server = _server_from_arguments(args)
-    demo = DemoSession(server, server._assets_folder()) if args.demo else None
+    demo = DemoSession(server, server.assets_dir) if args.demo else None
     stop = threading.Event()
     previous_handlers = _install_signal_handlers(stop)
     try:
         # What the folder holds now is the first live image (watch mode).
-        watcher = FolderWatcher(server.web_folder, args.image) if args.watch or server.read_only else None
+        watching = server.mode == WATCH_MODE
+        watcher = FolderWatcher(server.web_folder, args.image) if args.watch or watching else None
         first = watcher.image[0] if watcher is not None and watcher.image else None
         server.live_image = first
         server.start()
         qr = sys.stdout.isatty() if args.qr is None else args.qr
-        print(startup_block(server, qr, args.image if server.read_only else None), flush=True)
+        print(startup_block(server, qr, args.image if watching else None), flush=True)
         print("Serving. Press Ctrl-C to stop.", flush=True)
-        if server.read_only:
+        if watching:
             if first is not None:
-                server.announce_image(first)        # a history frame, unless it is the last one
+                server.announce_image(first)        # a history entry, unless it is the last one
             if not args.watch:
                 watcher = None
         summary = BrowserSummary(server)

@@ -61,17 +61,19 @@ def make_png(size, fill=b"\x00"):
 
 class ServerTestCase(unittest.TestCase):
     """Starts one ImageServer on 127.0.0.1:<free port> over a temporary web
-    folder for each test; `site_options` are passed through."""
+    folder for each test, with Settings(**settings); publish = False serves
+    the folder as ALS's Server does (nothing published into it)."""
 
-    site_options = {}
+    settings = {}
     publish = True
 
     def setUp(self):
         self.folder = tempfile.mkdtemp(prefix="alsserve-test-")
         self.addCleanup(shutil.rmtree, self.folder, True)
         self.port = free_port()
-        self.server = alsserve.ImageServer(self.folder, port=self.port, displayed_address="ip:127.0.0.1",
-                                           publish=self.publish, **self.site_options)
+        kind = alsserve.ImageServer if self.publish else alsserve.AlsFolderServer
+        self.server = kind(self.folder, port=self.port, displayed_address="ip:127.0.0.1",
+                           settings=alsserve.Settings(**self.settings))
         self.server.start()
         self.addCleanup(self.server.stop, 0.5)
 
@@ -169,6 +171,20 @@ def parse_responses(data):
     return responses
 
 
+def client_frame(opcode, payload=b"", fin=True, mask=b"\x01\x02\x03\x04", rsv=0):
+    """A frame as a client sends it (RFC 6455 section 5.2): masked, with
+    whatever flags a test wants to try."""
+    first = (0x80 if fin else 0) | (rsv << 4) | int(opcode)
+    length = len(payload)
+    if length < 126:
+        head = bytes((first, 0x80 | length))
+    elif length < 65536:
+        head = bytes((first, 0x80 | 126)) + length.to_bytes(2, "big")
+    else:
+        head = bytes((first, 0x80 | 127)) + length.to_bytes(8, "big")
+    return head + mask + alsserve.mask_bytes(mask, payload)
+
+
 def ws_handshake_request(path="/ws", key="dGhlIHNhbXBsZSBub25jZQ==", extra=b""):
     return (("GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
              "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n" % (path, key)).encode()
@@ -184,7 +200,7 @@ class WSClient:
         self.buffer = bytearray(buffered)
 
     def send(self, opcode, payload=b"", fin=True, rsv=0):
-        self.sock.sendall(alsserve.build_frame(opcode, payload, fin=fin, mask=os.urandom(4), rsv=rsv))
+        self.sock.sendall(client_frame(opcode, payload, fin=fin, mask=os.urandom(4), rsv=rsv))
 
     def send_raw(self, data):
         self.sock.sendall(data)
@@ -231,6 +247,22 @@ class WSClient:
 def read(path):
     with open(path, "rb") as f:
         return f.read()
+
+
+def count_reads(testcase):
+    """The paths the server reads (alsserve.read_snapshot) from now to the
+    end of the test, as a list that grows."""
+    from unittest import mock
+    paths, real = [], alsserve.read_snapshot
+
+    def counting(path):
+        paths.append(path)
+        return real(path)
+
+    patcher = mock.patch.object(alsserve, "read_snapshot", counting)
+    patcher.start()
+    testcase.addCleanup(patcher.stop)
+    return paths
 
 
 def wait_until(predicate, timeout=5.0):

@@ -159,7 +159,7 @@ class Als07FacadeTest(FakeAlsCase):
         self.assertEqual(http_get(self.port, "/")[2], self.als_files["index.html"])
         self.assertEqual(http_get(self.port, "/data.json")[2], self.als_files["data.json"])
         # Nothing of ALS's is touched; the one addition is the hidden history folder.
-        self.assertEqual(sorted(os.listdir(self.folder)), sorted(list(self.als_files) + [alsserve.HISTORY_FOLDER]))
+        self.assertEqual(sorted(os.listdir(self.folder)), sorted(list(self.als_files) + [alsserve.HISTORY_FOLDER_NAME]))
         for name, data in self.als_files.items():
             self.assertEqual(read(os.path.join(self.folder, name)), data)
         began = time.monotonic()
@@ -168,7 +168,7 @@ class Als07FacadeTest(FakeAlsCase):
         self.thread.join(5)
         self.assertFalse(self.thread.is_alive())
         self.assertFalse(alsserve.is_port_in_use("0.0.0.0", self.port))
-        self.assertEqual(sorted(os.listdir(self.folder)), sorted(list(self.als_files) + [alsserve.HISTORY_FOLDER]))
+        self.assertEqual(sorted(os.listdir(self.folder)), sorted(list(self.als_files) + [alsserve.HISTORY_FOLDER_NAME]))
         for name, data in self.als_files.items():
             self.assertEqual(read(os.path.join(self.folder, name)), data)
 
@@ -579,7 +579,7 @@ class Als10DropInTest(FakeAlsCase):
             self.assertEqual(controller.port, self.config.PORT)
             self.assertEqual(http_get(self.config.PORT, "/web_image.jpg")[2],
                              FakeAls10Controller.als_files["web_image.jpg"])
-            self.assertTrue(os.path.isdir(os.path.join(self.config.WEB_FOLDER, alsserve.HISTORY_FOLDER)))
+            self.assertTrue(os.path.isdir(os.path.join(self.config.WEB_FOLDER, alsserve.HISTORY_FOLDER_NAME)))
             controller.stop_www()
             self.assertTrue(wait_until(lambda: controller.status == "stopped"), controller.events)
         self.assertEqual([what for what, _, _ in controller.events], ["started", "stopped"] * 3)
@@ -634,7 +634,8 @@ class Als10DropInTest(FakeAlsCase):
             f.write(b"x")
         controller = self.controller()
         controller.start_www()
-        controller._server_thread.join(5)
+        thread = controller._server_thread
+        thread.join(5)
         self.assertEqual(controller.status, "stopped")
         self.assertIsInstance(controller.future.exception(0), OSError)
 

@@ -134,10 +134,10 @@ class OptionsTest(unittest.TestCase):
         self.assertEqual(lines[0].split(), ["ADDRESS", "INTERFACE", "WHAT", "IT", "IS"])
         rows = [line.split(None, 2) for line in lines[1:]]
         self.assertEqual([row[0] for row in rows], alsserve.list_ipv4_addresses())
-        kinds = set(alsserve.ADDRESS_KINDS.values())
+        described = alsserve.describe_ipv4_addresses()
+        self.assertEqual(rows, [[address, interface or "-", kind] for address, interface, kind in described])
         for address, interface, kind in rows:
             self.assertRegex(address, r"^\d+\.\d+\.\d+\.\d+$")
-            self.assertIn(kind, kinds)
         self.assertEqual(rows[-1], ["127.0.0.1", "lo", "loopback (this machine only)"])
 
     def test_bad_values_exit_2_with_one_line(self):
@@ -242,7 +242,7 @@ class RunTest(unittest.TestCase):
         self.assertGreaterEqual(len(seen_images), 2)
         self.assertGreaterEqual(len(seen_stacks), 2)
         for image in seen_images:
-            self.assertTrue(alsserve.is_complete_jpeg(image))
+            self.assertTrue(alsserve.check_jpeg(image))
         code, _, _, err = cli.stop()
         self.assertEqual(code, 0, err)
 

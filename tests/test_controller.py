@@ -351,12 +351,12 @@ class NotifyTest(ControllerCase):
     def test_a_burst_of_images_queued_while_the_loop_is_busy_ends_on_the_last(self):
         # Thousands of publishes waiting at once (the loop held up) are taken
         # one after another, not by a call chain as deep as the queue.
-        server = self.started(history_frames=0)
+        server = self.started(settings=alsserve.Settings(history_entries=0))
         ws = ws_open(server.port)
         self.addCleanup(ws.sock.close)
         self.assertTrue(wait_until(lambda: server.client_count == 1))
         held = threading.Event()
-        server._loop.call_soon_threadsafe(lambda: held.wait(10))
+        server._thread.loop.call_soon_threadsafe(lambda: held.wait(10))
         last = make_jpeg(1000, b"z")
         try:
             for i in range(3000):
@@ -364,7 +364,8 @@ class NotifyTest(ControllerCase):
             server.publish_image(last)
         finally:
             held.set()
-        self.assertTrue(wait_until(lambda: not server._announcer._queue, 10))
+        preparing = server._thread.announcer.preparing
+        self.assertTrue(wait_until(lambda: not preparing._waiting and not preparing._running, 20))
         self.assertEqual(next_json(ws), NEW_IMAGE)
         self.assertTrue(wait_until(lambda: http_get(server.port, "/web_image.jpg")[2] == last, 10))
         server.publish_image(make_jpeg(2000, b"after"))        # still announcing
@@ -402,10 +403,10 @@ class PublishTest(ControllerCase):
             status, headers, body = http_get(self.server.port, "/web_image.jpg?timestamp=%d" % id(data))
             self.assertEqual((status, headers["content-type"], body), (200, "image/jpeg", data))
         self.assertEqual(sorted(n for n in os.listdir(self.folder) if n.startswith(".")),
-                         [alsserve.HISTORY_FOLDER])
+                         [alsserve.HISTORY_FOLDER_NAME])
         # The frames are stored off the loop: once they all are, nothing is left half-written.
-        self.assertTrue(wait_until(lambda: not self.server._history.pending))
-        history = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
+        self.assertTrue(wait_until(lambda: not self.server._thread.announcer.history.pending))
+        history = os.path.join(self.folder, alsserve.HISTORY_FOLDER_NAME)
         self.assertTrue(wait_until(
             lambda: [n for n in os.listdir(history) if n.endswith(".tmp")] == []))
 
@@ -419,7 +420,7 @@ class PublishTest(ControllerCase):
         with self.assertRaises(OSError):
             self.server.publish_image(os.path.join(self.folder, "missing.jpg"))
         self.assertEqual(http_get(self.server.port, "/web_image.jpg")[2], good)
-        self.assertEqual([n for n in os.listdir(self.folder) if n.startswith(".")], [alsserve.HISTORY_FOLDER])
+        self.assertEqual([n for n in os.listdir(self.folder) if n.startswith(".")], [alsserve.HISTORY_FOLDER_NAME])
         # Announcements keep their order: once the next good image is a
         # frame, the refused ones would have been frames before it.
         after = make_jpeg(3100, b"h")
@@ -582,11 +583,10 @@ class DisplayedAddressTest(ControllerCase):
                 return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.113.77", 0))]
             return real(host, *args, **kwargs)
 
-        with mock.patch.object(alsserve.socket, "getaddrinfo", stale):
-            self.assertNotIn("203.0.113.77", alsserve.list_ipv4_addresses())
-            self.assertNotEqual(alsserve.resolve_displayed_address("auto"), "203.0.113.77")
-            with mock.patch.object(alsserve.sys, "platform", "win32"):     # the host-name path
-                self.assertNotIn("203.0.113.77", alsserve.list_ipv4_addresses())
+        addresses = [a for a, _ in alsserve._interface_addresses(resolve=stale)]
+        addresses += [a for a, _ in alsserve._interface_addresses(platform="win32", resolve=stale)]
+        self.assertNotIn("203.0.113.77", addresses)
+        self.assertNotIn("203.0.113.77", alsserve.list_ipv4_addresses())
 
     def test_windows_path_uses_the_host_name_addresses(self):
         # No interface ioctl on Windows: the host name's addresses are the
@@ -598,9 +598,7 @@ class DisplayedAddressTest(ControllerCase):
             return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.2", 0)),
                     (socket.AF_INET, socket.SOCK_STREAM, 6, "", ("203.0.113.77", 0))]
 
-        with mock.patch.object(alsserve.sys, "platform", "win32"), \
-                mock.patch.object(alsserve.socket, "getaddrinfo", resolve):
-            found = alsserve._interface_addresses()
+        found = alsserve._interface_addresses(platform="win32", resolve=resolve)
         self.assertEqual(calls, [socket.gethostname()])
         self.assertEqual(found, [("127.0.0.2", "")])
 
@@ -608,8 +606,7 @@ class DisplayedAddressTest(ControllerCase):
         # Resolving the host name can wait on DNS where there is none.
         if sys.platform not in alsserve.SIOCGIFADDR:
             self.skipTest("no interface ioctl here")
-        with mock.patch.object(alsserve.socket, "getaddrinfo", side_effect=AssertionError("resolved")):
-            found = alsserve._interface_addresses()
+        found = alsserve._interface_addresses(resolve=mock.Mock(side_effect=AssertionError("resolved")))
         self.assertIn(("127.0.0.1", "lo"), found)
 
     def test_get_host_ip(self):
@@ -695,7 +692,7 @@ class BadConfigTest(ControllerCase):
         folder = self.make_folder()
         bundle = self.make_folder()
         server = self.make_server(folder, assets_dir=bundle)
-        with mock.patch.object(alsserve.os, "replace", side_effect=OSError(errno.ENOSPC, "disk full")):
+        with mock.patch.object(alsserve, "replace_file", side_effect=OSError(errno.ENOSPC, "disk full")):
             with self.assertRaises(OSError):
                 server.start()
         self.assertFalse(server.running)

@@ -7,6 +7,7 @@ seeded, so a failure names a case that can be replayed.
 """
 
 import gc
+import io
 import os
 import random
 import select
@@ -43,7 +44,7 @@ class HardeningCase(support.ServerTestCase):
 
     @property
     def site(self):
-        return self.server._site
+        return self.server._thread.site
 
     def get(self, target, headers=b"", timeout=5.0):
         """One request on a new connection with Connection: close:
@@ -452,7 +453,7 @@ class MalformedHTTPTests(HardeningCase):
     """The same kind of input over real sockets: an error status and a
     close, or a close; never a hang, a second answer or an ERROR."""
 
-    site_options = {"header_timeout": 3.0}
+    settings = {"header_timeout": 3.0}
 
     def send_and_collect(self, data, half_close=True, timeout=5.0):
         with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
@@ -731,7 +732,7 @@ class FrameParserFuzzTests(unittest.TestCase):
         errors = {}
         for case in range(6000):
             data = random_frames(rng)
-            max_message = rng.choice([1000, alsserve.WS_MAX_MESSAGE])
+            max_message = rng.choice([1000, alsserve.Settings.ws_max_message])
             try:
                 events, code = parse_outcome(data, max_message=max_message)
                 # The same bytes in random pieces give the same outcome.
@@ -756,7 +757,7 @@ class FrameParserFuzzTests(unittest.TestCase):
 
 class MalformedWebSocketTests(HardeningCase):
 
-    site_options = {"max_message": 1000}
+    settings = {"ws_max_message": 1000}
 
     def run_case(self, data, expected):
         """Send data after a handshake; return (close code, pong payloads) or
@@ -818,7 +819,7 @@ class MalformedWebSocketTests(HardeningCase):
 
 class SlowClientTests(HardeningCase):
 
-    site_options = {"header_timeout": 2.0, "keepalive_timeout": 1.5}
+    settings = {"header_timeout": 2.0, "keepalive_timeout": 1.5}
 
     def load_page_and_image(self):
         """What a browser does: the page, then the image, on one connection."""
@@ -896,7 +897,7 @@ class SlowClientTests(HardeningCase):
 
 class OverloadTests(HardeningCase):
 
-    site_options = {"max_connections": 50, "header_timeout": 10.0, "max_clients": 5}
+    settings = {"max_connections": 50, "header_timeout": 10.0, "ws_max_clients": 5}
 
     def flood(self, extra=100):
         """Fill the cap with silent connections, then knock `extra` more times.
@@ -991,7 +992,7 @@ class AbruptDisconnectTests(HardeningCase):
             for _ in range(10):             # mid-frame, with notifications queued for them
                 client = self.ws_connect()
                 payload = b"x" * 500
-                frame = alsserve.build_frame(alsserve.Opcode.TEXT, payload, mask=b"abcd")
+                frame = support.client_frame(alsserve.Opcode.TEXT, payload, mask=b"abcd")
                 client.send_raw(frame[:len(frame) // 2])
                 self.server.notify_browsers_about_new_image()
                 self.vanish(client.sock, how)
@@ -1118,23 +1119,20 @@ class SnapshotTests(unittest.TestCase):
         first, second = support.make_jpeg(50000, b"\x01"), support.make_jpeg(50000, b"\x02")
         with open(path, "wb") as f:
             f.write(first)
-        real_fstat = os.fstat
-        calls = []
+        class WrittenWhileRead(io.FileIO):
+            """The file, with a writer's chunk landing just before the read."""
 
-        def fstat_then_write(fd):
-            result = real_fstat(fd)
-            if not calls:
+            def read(self, size=-1):
                 with open(path, "r+b") as f:
                     f.write(second[:20000])
-                mtime = result.st_mtime_ns + 10 ** 9      # the write's time stamp
+                mtime = os.stat(path).st_mtime_ns + 10 ** 9       # the write's time stamp
                 os.utime(path, ns=(mtime, mtime))
-            calls.append(fd)
-            return result
+                return super().read(size)
 
-        with unittest.mock.patch.object(alsserve.os, "fstat", fstat_then_write):
-            _key, body, _mtime, stable = alsserve.read_snapshot(path)
+        snapshot, stable = alsserve.read_snapshot(path, opener=WrittenWhileRead)
+        body = snapshot.body
         self.assertEqual(body, second[:20000] + first[20000:])
-        self.assertTrue(alsserve.is_complete_jpeg(body))
+        self.assertTrue(alsserve.check_jpeg(body))
         self.assertFalse(stable)
 
 

@@ -5,6 +5,7 @@ and new sessions."""
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -14,7 +15,7 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from support import (LogCapture, free_port, make_jpeg, make_png, next_announcement,  # noqa: E402
+from support import (LogCapture, count_reads, free_port, make_jpeg, make_png, next_announcement,  # noqa: E402
                      read, wait_until, ws_open)
 
 import alsserve  # noqa: E402
@@ -32,93 +33,99 @@ class FolderCase(unittest.TestCase):
 
 # -- the store, without a server ------------------------------------------------
 
+def add(history, body, ext, when, stack_size=None, exposure=None, free=None):
+    """What the announcer does with a new image, in one go: list it, then
+    run its disk work and mark it written."""
+    entry = history.add(alsserve.FileSnapshot(body, when, (0, len(body))), ext, when, stack_size, exposure, free)
+    for name, outcome in history.write_job()():
+        history.written(name, outcome)
+    return entry
+
+
+def as_list(history):
+    return [entry.as_json() for entry in history.entries]
+
+
 class HistoryStoreTest(FolderCase):
 
-    def open(self, folder, **limits):
-        limits.setdefault("first_id", 1)
-        history = History(folder, **limits)
+    def open(self, folder, **settings):
+        history = History(folder, alsserve.Settings(**settings))
         history.open()
         return history
 
     def test_a_new_history_never_reuses_the_ids_of_an_earlier_one(self):
-        # Frame URLs are immutable for caches: another folder, or a history
+        # Entry URLs are immutable for caches: another folder, or a history
         # removed between two nights, must not start again at history/1.jpg.
-        first = History(self.make_folder())
-        first.open()
-        ids = [first.add(make_jpeg(1000, bytes([i])), ".jpg", float(i)).id for i in range(3)]
-        again = History(self.make_folder())
-        again.open()
-        self.assertGreater(again.add(make_jpeg(1000), ".jpg", 9.0).id, ids[-1])
+        first = self.open(self.make_folder())
+        ids = [add(first, make_jpeg(1000, bytes([i])), ".jpg", float(i)).id for i in range(3)]
+        time.sleep(0.01)
+        again = self.open(self.make_folder())
+        self.assertGreater(add(again, make_jpeg(1000), ".jpg", 9.0).id, ids[-1])
         self.assertGreater(ids[0], 1500000000000, "the time in milliseconds")
 
-    def test_frames_are_files_with_increasing_ids_and_an_index(self):
+    def test_entries_are_files_with_increasing_ids_and_an_index(self):
         folder = self.make_folder()
         history = self.open(folder)
         images = [make_jpeg(1000 + i, bytes([i])) for i in range(3)]
-        frames = [history.add(data, ".jpg", 1000.0 + i, 10 + i, "0:0%d:00" % i) for i, data in enumerate(images)]
-        self.assertEqual([f.id for f in frames], [1, 2, 3])
-        for frame, data in zip(frames, images):
-            path = os.path.join(folder, "%d.jpg" % frame.id)
+        entries = [add(history, data, ".jpg", 1000.0 + i, 10 + i, "0:0%d:00" % i) for i, data in enumerate(images)]
+        ids = [e.id for e in entries]
+        self.assertEqual(ids, sorted(set(ids)))
+        for entry, data in zip(entries, images):
+            path = os.path.join(folder, "%d.jpg" % entry.id)
             self.assertEqual(read(path), data)
-            self.assertEqual(os.stat(path).st_mtime, frame.time)       # its Last-Modified
-        self.assertEqual(history.as_list()[1], {"id": 2, "time": 1001.0, "stack_size": 11,
-                                                "exposure": "0:01:00", "bytes": 1001,
-                                                "url": "history/2.jpg", "session": 1})
-        self.assertEqual(sorted(os.listdir(folder)), ["1.jpg", "2.jpg", "3.jpg", "index.json"])
-        png = history.add(make_png(500), ".png", 2000.0)
-        self.assertEqual((png.url, png.stack_size, png.exposure), ("history/4.png", None, None))
+            self.assertEqual(os.stat(path).st_mtime, entry.time)       # its Last-Modified
+        self.assertEqual(as_list(history)[1], {"id": ids[1], "time": 1001.0, "stack_size": 11,
+                                               "exposure": "0:01:00", "bytes": 1001,
+                                               "url": "history/%d.jpg" % ids[1], "session": 1})
+        self.assertEqual(sorted(os.listdir(folder)), sorted(["%d.jpg" % i for i in ids] + ["index.json"]))
+        png = add(history, make_png(500), ".png", 2000.0)
+        self.assertEqual((png.url, png.stack_size, png.exposure), ("history/%d.png" % png.id, None, None))
 
     def test_budget_by_count_drops_the_oldest(self):
         folder = self.make_folder()
-        history = self.open(folder, max_frames=3)
-        for i in range(5):
-            history.add(make_jpeg(1000, bytes([i])), ".jpg", float(i))
-        self.assertEqual([f["id"] for f in history.as_list()], [3, 4, 5])
-        self.assertEqual(sorted(os.listdir(folder)), ["3.jpg", "4.jpg", "5.jpg", "index.json"])
+        history = self.open(folder, history_entries=3)
+        ids = [add(history, make_jpeg(1000, bytes([i])), ".jpg", float(i)).id for i in range(5)]
+        self.assertEqual([e["id"] for e in as_list(history)], ids[2:])
+        self.assertEqual(sorted(os.listdir(folder)), sorted(["%d.jpg" % i for i in ids[2:]] + ["index.json"]))
 
     def test_budget_by_bytes(self):
         folder = self.make_folder()
-        history = self.open(folder, max_bytes=2500)
-        for i in range(4):
-            history.add(make_jpeg(1000, bytes([i])), ".jpg", float(i))
-        self.assertEqual([f["id"] for f in history.as_list()], [3, 4])
-        self.assertIsNone(history.add(make_jpeg(3000), ".jpg", 9.0), "a frame over the whole budget")
+        history = self.open(folder, history_bytes=2500)
+        ids = [add(history, make_jpeg(1000, bytes([i])), ".jpg", float(i)).id for i in range(4)]
+        self.assertEqual([e["id"] for e in as_list(history)], ids[2:])
+        self.assertIsNone(add(history, make_jpeg(3000), ".jpg", 9.0), "an image over the whole budget")
         self.assertEqual(sum(os.path.getsize(os.path.join(folder, n)) for n in os.listdir(folder)
                              if n.endswith(".jpg")), 2000)
 
-    def test_no_frame_below_the_free_space_floor(self):
+    def test_no_entry_below_the_free_space_floor(self):
         folder = self.make_folder()
         history = self.open(folder)
-        history.add(make_jpeg(1000, b"a"), ".jpg", 1.0)
-        full = shutil._ntuple_diskusage(total=32 << 30, used=(32 << 30) - (900 << 20), free=900 << 20)
+        first = add(history, make_jpeg(1000, b"a"), ".jpg", 1.0)
         logs = LogCapture(("alsserve",)).install(self)
-        with mock.patch.object(alsserve.shutil, "disk_usage", return_value=full):
-            for i in range(3):
-                self.assertIsNone(history.add(make_jpeg(1000, bytes([i])), ".jpg", 2.0 + i))
+        for i in range(3):
+            self.assertIsNone(add(history, make_jpeg(1000, bytes([i])), ".jpg", 2.0 + i, free=900 << 20))
         warnings = [r.getMessage() for r in logs.records if "floor" in r.getMessage()]
         self.assertEqual(len(warnings), 1, "one warning per low-disk episode, not one per image")
         self.assertIn("900 MiB free", warnings[0])
-        self.assertEqual(sorted(os.listdir(folder)), ["1.jpg", "index.json"])
-        # Space again: frames are kept again.
-        self.assertEqual(history.add(make_jpeg(1000, b"z"), ".jpg", 9.0).id, 2)
+        self.assertEqual(sorted(os.listdir(folder)), ["%d.jpg" % first.id, "index.json"])
+        # Space again: images are kept again.
+        self.assertGreater(add(history, make_jpeg(1000, b"z"), ".jpg", 9.0, free=2 << 30).id, first.id)
 
     def test_restart_keeps_the_history_and_its_ids(self):
         folder = self.make_folder()
         history = self.open(folder)
-        for i in range(3):
-            history.add(make_jpeg(1000, bytes([i])), ".jpg", float(i), i, "0:00:0%d" % i)
-        before = history.as_list()
+        ids = [add(history, make_jpeg(1000, bytes([i])), ".jpg", float(i), i, "0:00:0%d" % i).id for i in range(3)]
+        before = as_list(history)
         again = self.open(folder)
-        self.assertEqual(again.as_list(), before)
-        self.assertEqual(again.add(make_jpeg(1000, b"n"), ".jpg", 5.0).id, 4)
+        self.assertEqual(as_list(again), before)
+        self.assertGreater(add(again, make_jpeg(1000, b"n"), ".jpg", 5.0).id, ids[-1])
 
     def test_open_repairs_the_folder(self):
         folder = self.make_folder()
         history = self.open(folder)
-        for i in range(3):
-            history.add(make_jpeg(1000, bytes([i])), ".jpg", float(i))
-        os.remove(os.path.join(folder, "2.jpg"))                       # lost
-        with open(os.path.join(folder, "3.jpg"), "r+b") as f:
+        ids = [add(history, make_jpeg(1000, bytes([i])), ".jpg", float(i)).id for i in range(3)]
+        os.remove(os.path.join(folder, "%d.jpg" % ids[1]))             # lost
+        with open(os.path.join(folder, "%d.jpg" % ids[2]), "r+b") as f:
             f.truncate(10)                                             # torn by a crash
         for leftover in (".4.jpg.abc.tmp", "7.jpg", ".index.json.x.tmp"):
             with open(os.path.join(folder, leftover), "wb") as f:
@@ -126,9 +133,9 @@ class HistoryStoreTest(FolderCase):
         with open(os.path.join(folder, "notes.txt"), "wb") as f:    # not ours: left alone
             f.write(b"mine")
         again = self.open(folder)
-        self.assertEqual([f["id"] for f in again.as_list()], [1])
-        self.assertEqual(sorted(os.listdir(folder)), ["1.jpg", "index.json", "notes.txt"])
-        self.assertEqual(again.add(make_jpeg(900), ".jpg", 9.0).id, 4, "ids are never reused")
+        self.assertEqual([e["id"] for e in as_list(again)], ids[:1])
+        self.assertEqual(sorted(os.listdir(folder)), sorted(["%d.jpg" % ids[0], "index.json", "notes.txt"]))
+        self.assertGreater(add(again, make_jpeg(900), ".jpg", 9.0).id, ids[2], "ids are never reused")
 
     def test_unreadable_index_starts_a_new_history(self):
         folder = self.make_folder()
@@ -136,19 +143,28 @@ class HistoryStoreTest(FolderCase):
             f.write(b"{not json")
         logs = LogCapture(("alsserve",)).install(self)
         history = self.open(folder)
-        self.assertEqual(history.as_list(), [])
+        self.assertEqual(as_list(history), [])
         self.assertTrue(any("unreadable" in r.getMessage() for r in logs.records))
+
+    def test_an_index_of_alsserve_1_0_0_is_read(self):
+        folder = self.make_folder()
+        with open(os.path.join(folder, "7.jpg"), "wb") as f:
+            f.write(make_jpeg(1000))
+        with open(os.path.join(folder, "index.json"), "w") as f:
+            json.dump({"next_id": 8, "session": 2, "frames": [
+                {"id": 7, "time": 1.5, "stack_size": 3, "exposure": "0:01:30", "bytes": 1000, "ext": ".jpg",
+                 "session": 2}]}, f)
+        history = self.open(folder)
+        self.assertEqual([(e["id"], e["session"]) for e in as_list(history)], [(7, 2)])
 
     def test_new_session_keeps_the_previous_within_the_budget(self):
         folder = self.make_folder()
-        history = self.open(folder, max_frames=4)
-        for i in range(3):
-            history.add(make_jpeg(1000, bytes([i])), ".jpg", float(i))
+        history = self.open(folder, history_entries=4)
+        ids = [add(history, make_jpeg(1000, bytes([i])), ".jpg", float(i)).id for i in range(3)]
         history.new_session()
-        for i in range(2):
-            history.add(make_jpeg(1000, bytes([10 + i])), ".jpg", 10.0 + i)
-        self.assertEqual([(f["id"], f["session"]) for f in history.as_list()],
-                         [(2, 1), (3, 1), (4, 2), (5, 2)])
+        ids += [add(history, make_jpeg(1000, bytes([10 + i])), ".jpg", 10.0 + i).id for i in range(2)]
+        self.assertEqual([(e["id"], e["session"]) for e in as_list(history)],
+                         [(ids[1], 1), (ids[2], 1), (ids[3], 2), (ids[4], 2)])
         self.assertEqual(json.loads(history.listing().body)["session"], 2)
 
 
@@ -324,7 +340,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
         self.assertEqual(ids, list(range(ids[0], ids[0] + 40)))
         frames = self.server.history
         self.assertEqual([f["id"] for f in frames], ids)
-        history_folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
+        history_folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER_NAME)
         # Frames are written just after they are announced (served from memory meanwhile).
         expected = sorted(["%d.jpg" % i for i in ids] + ["index.json"])
         self.assertTrue(wait_until(lambda: sorted(os.listdir(history_folder)) == expected),
@@ -363,7 +379,7 @@ class HistoryOverHTTPTest(HistoryServerCase):
 
 
 class HistoryOffTest(HistoryServerCase):
-    options = {"history_frames": 0}
+    options = {"settings": alsserve.Settings(history_entries=0)}
 
     def test_no_history_at_all(self):
         ws = self.browser()
@@ -371,7 +387,7 @@ class HistoryOffTest(HistoryServerCase):
         self.assertEqual(next_announcement(ws), (None, NEW_IMAGE))
         self.assertEqual(self.get("/history.json")[0], 404)
         self.assertEqual(self.server.history, [])
-        self.assertFalse(os.path.exists(os.path.join(self.folder, alsserve.HISTORY_FOLDER)))
+        self.assertFalse(os.path.exists(os.path.join(self.folder, alsserve.HISTORY_FOLDER_NAME)))
 
 
 class AnnouncementTest(HistoryServerCase):
@@ -422,9 +438,9 @@ class AnnouncementTest(HistoryServerCase):
         time.sleep(0.3)
         self.assertLessEqual(len(reads), 2, reads)
 
-    def test_publish_image_announces_before_the_disk_write_ends(self):
-        # The 3 MB replace of web_image.jpg can take 10 ms and more (ext4
-        # flushes on a rename over a file): browsers do not wait for it.
+    def test_publish_image_announces_once_the_file_is_whole_and_reads_nothing(self):
+        # Browsers are told once web_image.jpg holds the new image (ALS's
+        # page reloads it from the folder), then get it from memory.
         ws = self.browser()
         old = make_jpeg(3000, b"\x01")
         self.server.publish_image(old)
@@ -436,29 +452,34 @@ class AnnouncementTest(HistoryServerCase):
             if path.endswith("web_image.jpg"):
                 entered.set()
                 release.wait(10)
-            real_write(path, data)
+            return real_write(path, data)
 
         with mock.patch.object(alsserve, "atomic_write", slow_write):
             publisher = threading.Thread(target=self.server.publish_image, args=(new,))
             publisher.start()
             self.assertTrue(entered.wait(5))
-            frame, _ = next_announcement(ws)            # while the file is still the old one
-            self.assertEqual(read(os.path.join(self.folder, "web_image.jpg")), old)
-            self.assertEqual(self.get("/web_image.jpg?timestamp=1")[2], new)
-            self.assertEqual(self.get("/" + frame["url"])[2], new)
+            with self.assertRaises(socket.timeout):
+                ws.recv_frame(0.3)                      # nothing said while the file is the old one
+            reads = count_reads(self)
             release.set()
+            entry, _ = next_announcement(ws)
             publisher.join(10)
         self.assertEqual(read(os.path.join(self.folder, "web_image.jpg")), new)
         self.assertEqual(self.get("/web_image.jpg?timestamp=2")[2], new)
-        folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
-        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(folder, frame["url"][8:]))))
-        self.assertEqual(read(os.path.join(folder, frame["url"][8:])), new)
+        self.assertEqual(self.get("/" + entry["url"])[2], new)
+        self.assertEqual(reads, [], "served from memory")
+        folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER_NAME)
+        self.assertTrue(wait_until(lambda: os.path.exists(os.path.join(folder, entry["url"][8:]))))
+        self.assertEqual(read(os.path.join(folder, entry["url"][8:])), new)
 
-    def test_a_failed_write_gives_the_file_back(self):
+    def test_a_failed_write_changes_nothing_a_failed_history_write_keeps_no_entry(self):
+        ws = self.browser()
         old = make_jpeg(3000, b"\x01")
         self.server.publish_image(old)
-        self.assertTrue(wait_until(lambda: len(self.server.history) == 1 and not self.server._history.pending),
-                        "the first frame is written")
+        next_announcement(ws)
+        self.assertTrue(wait_until(lambda: not self.server._thread.announcer.history.pending),
+                        "the first entry is written")
+        real_write = alsserve.atomic_write
 
         def disk_full(path, data):
             raise OSError(28, "No space left on device")
@@ -467,14 +488,27 @@ class AnnouncementTest(HistoryServerCase):
         with mock.patch.object(alsserve, "atomic_write", disk_full):
             with self.assertRaises(OSError):
                 self.server.publish_image(make_jpeg(4000, b"\x03"))
-            # The frame's own write (off the loop, just after) fails too.
+        with self.assertRaises(socket.timeout):
+            ws.recv_frame(0.3)                          # nothing announced
+        self.assertEqual(self.get("/web_image.jpg?timestamp=3")[2], old)
+        self.assertEqual(len(self.server.history), 1)
+
+        def history_disk_full(path, data):
+            if alsserve.HISTORY_FOLDER_NAME in path:
+                raise OSError(28, "No space left on device")
+            return real_write(path, data)
+
+        new = make_jpeg(5000, b"\x04")
+        with mock.patch.object(alsserve, "atomic_write", history_disk_full):
+            self.server.publish_image(new)
+            entry, _ = next_announcement(ws)
             self.assertTrue(wait_until(lambda: any("could not be written" in r.getMessage()
                                                    for r in logs.records)))
-        self.assertTrue(wait_until(lambda: self.get("/web_image.jpg?timestamp=3")[2] == old),
-                        "the unwritten image is still served as web_image.jpg")
-        self.assertEqual(len(self.server.history), 1, "an unwritten frame is listed")
-        for frame in self.server.history:
-            self.assertEqual(self.get("/" + frame["url"])[2], old)
+        self.assertEqual(self.get("/web_image.jpg?timestamp=4")[2], new)
+        self.assertTrue(wait_until(lambda: len(self.server.history) == 1), "the unwritten entry is not kept")
+        self.assertEqual(self.get("/" + entry["url"])[0], 404)
+        for listed in self.server.history:
+            self.assertEqual(self.get("/" + listed["url"])[2], old)
 
     def test_a_torn_image_is_not_announced_as_a_frame(self):
         ws = self.browser()

@@ -13,6 +13,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 import unittest
 from unittest import mock
 
@@ -68,7 +69,7 @@ class AtomicWriteTest(TempFolderCase):
 
     def test_failed_replace_keeps_old_content_and_removes_the_temporary_file(self):
         alsserve.atomic_write(self.path, b"old")
-        with mock.patch.object(alsserve.os, "replace", side_effect=OSError(errno.EIO, "disk failed")):
+        with mock.patch.object(alsserve, "replace_file", side_effect=OSError(errno.EIO, "disk failed")):
             with self.assertRaises(OSError):
                 alsserve.atomic_write(self.path, b"new")
         self.assertEqual(read(self.path), b"old")
@@ -82,7 +83,7 @@ class AtomicWriteTest(TempFolderCase):
         self.assertEqual(os.listdir(self.folder), ["web_image.jpg"])
 
     def test_interrupt_during_replace_removes_the_temporary_file(self):
-        with mock.patch.object(alsserve.os, "replace", side_effect=KeyboardInterrupt):
+        with mock.patch.object(alsserve, "replace_file", side_effect=KeyboardInterrupt):
             with self.assertRaises(KeyboardInterrupt):
                 alsserve.atomic_write(self.path, b"new")
         self.assertEqual(os.listdir(self.folder), [])
@@ -134,29 +135,24 @@ class ReplaceFileTest(TempFolderCase):
                 raise PermissionError(errno.EACCES, "held open by a reader")
             self.real_replace(source, target)
 
-        with mock.patch.object(alsserve.os, "replace", flaky), \
-                mock.patch.object(alsserve.time, "sleep") as sleep:
-            alsserve.replace_file(self.source, self.target)
+        began = time.monotonic()
+        alsserve.replace_file(self.source, self.target, replace=flaky, pause=0.05)
         self.assertEqual(len(calls), 3)
-        self.assertEqual(sleep.call_count, 2)
+        self.assertGreaterEqual(time.monotonic() - began, 0.1)     # a pause after each refusal
         self.assertEqual(read(self.target), b"new")
         self.assertFalse(os.path.exists(self.source))
 
     def test_gives_up_after_the_attempts(self):
-        with mock.patch.object(alsserve.os, "replace",
-                               side_effect=PermissionError(errno.EACCES, "locked")) as replace, \
-                mock.patch.object(alsserve.time, "sleep"):
-            with self.assertRaises(PermissionError):
-                alsserve.replace_file(self.source, self.target, attempts=5)
+        replace = mock.Mock(side_effect=PermissionError(errno.EACCES, "locked"))
+        with self.assertRaises(PermissionError):
+            alsserve.replace_file(self.source, self.target, replace=replace, attempts=5, pause=0)
         self.assertEqual(replace.call_count, 5)
         self.assertEqual(read(self.target), b"old")
 
     def test_other_errors_are_not_retried(self):
-        with mock.patch.object(alsserve.os, "replace",
-                               side_effect=FileNotFoundError(errno.ENOENT, "gone")) as replace, \
-                mock.patch.object(alsserve.time, "sleep"):
-            with self.assertRaises(FileNotFoundError):
-                alsserve.replace_file(self.source, self.target)
+        replace = mock.Mock(side_effect=FileNotFoundError(errno.ENOENT, "gone"))
+        with self.assertRaises(FileNotFoundError):
+            alsserve.replace_file(self.source, self.target, replace=replace, pause=0)
         self.assertEqual(replace.call_count, 1)
 
 
@@ -247,7 +243,7 @@ class StartPublishesTest(TempFolderCase):
         self.assertEqual(http_get(server.port, "/web_image.jpg")[2], waiting)
         self.assertEqual(read(os.path.join(web, "data.json")), b'{"STACK_SIZE": 0, "EXPO": "0:00:00"}')
         leftovers = [n for n in os.listdir(web) if n.startswith(".") or n.endswith(".tmp")]
-        self.assertEqual(leftovers, [alsserve.HISTORY_FOLDER])
+        self.assertEqual(leftovers, [alsserve.HISTORY_FOLDER_NAME])
 
     def test_existing_image_is_kept(self):
         web = self.make_folder()
@@ -296,9 +292,10 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(json.loads(alsserve.metrics_json(3000, 90000)),
                          {"STACK_SIZE": 3000, "EXPO": "1 day, 1:00:00"})
 
-    def test_write_metrics_file_bytes(self):
+    def test_metrics_file_bytes(self):
         with tempfile.TemporaryDirectory() as web:
-            alsserve.write_metrics(web, 12, 360.2)
+            server = alsserve.ImageServer(web)          # (not started: update_metrics writes all the same)
+            server.update_metrics(12, 360.2)
             self.assertEqual(read(os.path.join(web, "data.json")), b'{"STACK_SIZE": 12, "EXPO": "0:06:00"}')
             self.assertEqual(os.listdir(web), ["data.json"])
 

@@ -13,8 +13,8 @@ import time
 import unittest
 from unittest import mock
 
-from support import (ServerTestCase, WSClient, alsserve, free_port, read_response, read_response_head,
-                     recv_until_close, ws_handshake_request)
+from support import (ServerTestCase, WSClient, alsserve, client_frame, free_port, read_response,  # noqa: E402
+                     read_response_head, recv_until_close, ws_handshake_request)
 
 Opcode = alsserve.Opcode
 MASK = b"\x37\xfa\x21\x3d"
@@ -31,7 +31,7 @@ VALID_CLOSE_CODES = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
 
 def cframe(opcode, payload=b"", fin=True, rsv=0, mask=MASK):
     """A client frame: masked by default."""
-    return alsserve.build_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv)
+    return client_frame(opcode, payload, fin=fin, mask=mask, rsv=rsv)
 
 
 def head_only(opcode, length, fin=True):
@@ -63,7 +63,7 @@ class FramingTest(unittest.TestCase):
         self.assertEqual(alsserve.build_frame(Opcode.PONG, b"Hello"), b"\x8a\x05Hello")
 
     def test_rfc_example_masked(self):
-        frame = alsserve.build_frame(Opcode.TEXT, b"Hello", mask=MASK)
+        frame = client_frame(Opcode.TEXT, b"Hello", mask=MASK)
         self.assertEqual(frame, bytes([0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d,
                                        0x7f, 0x9f, 0x4d, 0x51, 0x58]))
 
@@ -397,13 +397,13 @@ class WSTestCase(ServerTestCase):
                 future.set_result(function())
             except BaseException as error:      # reported to the caller
                 future.set_exception(error)
-        self.server._loop.call_soon_threadsafe(run)
+        self.server._thread.loop.call_soon_threadsafe(run)
         return future.result(5)
 
     def server_client(self, sock):
         """The server's WebSocketClient for our socket."""
         name = "127.0.0.1:%d" % sock.getsockname()[1]
-        clients = self.on_loop(lambda: [c for c in self.server._site.hub.clients if c.peer == name])
+        clients = self.on_loop(lambda: [c for c in self.server._thread.site.hub.clients if c.peer == name])
         self.assertEqual(len(clients), 1)
         return clients[0]
 
@@ -710,8 +710,8 @@ class ProtocolErrorTest(WSTestCase):
         client.send_raw(alsserve.build_frame(Opcode.TEXT, b"unmasked"))
         started = time.monotonic()
         self.assertEqual(client.recv_close(), 1002)
-        self.assertTrue(client.at_eof(alsserve.WS_CLOSE_TIMEOUT + 3.0))
-        self.assertLess(time.monotonic() - started, alsserve.WS_CLOSE_TIMEOUT + 3.0)
+        self.assertTrue(client.at_eof(alsserve.Settings.ws_close_timeout + 3.0))
+        self.assertLess(time.monotonic() - started, alsserve.Settings.ws_close_timeout + 3.0)
         self.wait_for(lambda: self.server.client_count == 0, message="client gone")
 
     def test_nothing_after_close(self):
@@ -720,7 +720,7 @@ class ProtocolErrorTest(WSTestCase):
         client.send_raw(alsserve.build_frame(Opcode.TEXT, b"unmasked"))
         self.assertEqual(client.recv_close(), 1002)
         client.send(Opcode.PING, b"late")
-        self.assertTrue(client.at_eof(alsserve.WS_CLOSE_TIMEOUT + 3.0))
+        self.assertTrue(client.at_eof(alsserve.Settings.ws_close_timeout + 3.0))
 
 
 class BroadcastTest(WSTestCase):
@@ -764,16 +764,13 @@ class BroadcastTest(WSTestCase):
 
 
 class WakeUpPathTest(unittest.TestCase):
-    """notify wakes the loop through a pipe on POSIX and through
-    call_soon_threadsafe where the loop cannot watch one (Windows)."""
+    """Other threads hand the loop work one way only: call_soon_threadsafe."""
 
-    def run_server(self, os_name):
+    def run_server(self):
         folder = self.make_folder()
-        server = alsserve.ImageServer(folder, port=free_port(), displayed_address="ip:127.0.0.1",
-                                      publish=False)
-        with mock.patch.object(alsserve.os, "name", os_name):
-            with self.assertLogs("alsserve", "WARNING"):
-                server.start()
+        server = alsserve.AlsFolderServer(folder, port=free_port(), displayed_address="ip:127.0.0.1")
+        with self.assertLogs("alsserve", "WARNING"):
+            server.start()
         self.addCleanup(server.stop, 0)
         sock = socket.create_connection(("127.0.0.1", server.port), timeout=5)
         self.addCleanup(sock.close)
@@ -795,29 +792,30 @@ class WakeUpPathTest(unittest.TestCase):
         self.addCleanup(shutil.rmtree, folder, True)
         return folder
 
-    def test_pipe_on_posix(self):
-        if os.name != "posix":
-            self.skipTest("the pipe is the POSIX path")
-        server = self.run_server("posix")
-        self.assertIsNotNone(server._site.waker._write)
+    def test_notify_and_messages_enter_through_call_soon_threadsafe(self):
+        server = self.run_server()
+        loop, real = server._thread.loop, server._thread.loop.call_soon_threadsafe
+        handed = []
 
-    def test_call_soon_threadsafe_fallback(self):
-        server = self.run_server("nt")
-        site = server._site
-        self.assertIsNone(site.waker._write)
-        with mock.patch.object(site.loop, "call_soon_threadsafe", wraps=site.loop.call_soon_threadsafe) as spy:
+        def spy(callback, *args, **kwargs):
+            if threading.current_thread() is threading.main_thread():
+                handed.append(getattr(callback, "__name__", callback))
+            return real(callback, *args, **kwargs)
+
+        with mock.patch.object(loop, "call_soon_threadsafe", spy):
             server.notify_browsers_about_new_image()
-            deadline = time.monotonic() + 2
-            while not spy.called and time.monotonic() < deadline:
-                time.sleep(0.01)
-        self.assertTrue(spy.called)
+            server.send_message_text('{"type": "custom"}')
+            # (the notify's file is read first, off the loop: it may come second)
+            received = {self.client.recv_frame()[2], self.client.recv_frame()[2]}
+        self.assertEqual(received, {NEW_IMAGE, b'{"type": "custom"}'})
+        self.assertEqual(handed, ["new_image", "broadcast"])
 
     def test_notify_after_stop_leaks_no_descriptor(self):
         if not os.path.isdir("/proc/self/fd"):
             self.skipTest("needs /proc/self/fd")
         before = len(os.listdir("/proc/self/fd"))
         for _ in range(5):
-            server = self.run_server(os.name)
+            server = self.run_server()
             server.stop(0)
             server.notify_browsers_about_new_image()
             self.client.sock.close()
@@ -898,33 +896,25 @@ class SlowClientTest(WSTestCase):
 
         def broadcast():
             for message in sent:
-                self.server._site.hub.broadcast(message.decode())
+                self.server._thread.site.hub.broadcast(message.decode())
             return [alsserve.build_text(m.decode()) for m in (sent[0], sent[2], NEW_IMAGE)], list(stalled.pending)
 
         expected, pending = self.on_loop(broadcast)
         self.assertEqual(pending[-3:], expected)
-        # From other threads too: a queued message moves after the newer ones.
-        hub = self.server._site.hub
-        order = []
-        self.on_loop(lambda: setattr(hub, "broadcast", lambda m, real=hub.broadcast: (order.append(m), real(m))))
-        self.addCleanup(lambda: hub.__dict__.pop("broadcast", None))
-        self.on_loop(lambda: [hub.request_broadcast(m.decode()) for m in sent])     # all queued, none sent yet
-        self.wait_for(lambda: len(order) == 3, message="three broadcasts")
-        self.assertEqual(order, [sent[0].decode(), sent[2].decode(), NEW_IMAGE.decode()])
 
     def test_stalled_client_dropped_after_send_timeout(self):
-        with mock.patch.object(alsserve, "WS_SEND_TIMEOUT", 1.0):
-            frames, stalled = self.reading_and_stalled()
-            self.fill(stalled)
-            self.server.notify_browsers_about_new_image()
-            self.wait_for(lambda: self.server.client_count == 1, timeout=6.0, message="stalled client dropped")
+        self.server.settings.ws_send_timeout = 1.0
+        frames, stalled = self.reading_and_stalled()
+        self.fill(stalled)
+        self.server.notify_browsers_about_new_image()
+        self.wait_for(lambda: self.server.client_count == 1, timeout=6.0, message="stalled client dropped")
         self.assert_reader_served(frames)
 
     def test_stalled_client_with_many_distinct_messages_is_dropped(self):
         frames, stalled = self.reading_and_stalled()
         self.fill(stalled)
         pad = "x" * 60000               # distinct big messages: more bytes than allowed to wait
-        for i in range(alsserve.WS_MAX_PENDING_BYTES // 60000 + 5):
+        for i in range(alsserve.Settings.ws_max_pending_bytes // 60000 + 5):
             self.server.send_message_text('{"type": "custom", "n": %d, "pad": "%s"}' % (i, pad))
             time.sleep(0.002)
         self.wait_for(lambda: self.server.client_count == 1, timeout=3.0, message="stalled client dropped")
@@ -950,7 +940,7 @@ class SlowClientTest(WSTestCase):
 
 
 class KeepaliveTest(WSTestCase):
-    site_options = {"ping_interval": 0.3}
+    settings = {"ws_ping_interval": 0.3}
 
     def test_silent_client_dropped_answering_client_kept(self):
         silent_sock = self.stalled_client()
@@ -982,7 +972,7 @@ class KeepaliveTest(WSTestCase):
 
 
 class ClientCapTest(WSTestCase):
-    site_options = {"max_clients": 3}
+    settings = {"ws_max_clients": 3}
 
     def test_fourth_client_gets_503(self):
         clients = [self.ws_connect() for _ in range(3)]
@@ -1026,7 +1016,7 @@ class StopTest(WSTestCase):
         self.assertEqual(client.recv_close(), 1001)     # we ignored the disconnect
         closed_at = time.monotonic()
         self.assertLess(closed_at - timing["start"], grace + 1.5)
-        self.assertTrue(client.at_eof(alsserve.WS_CLOSE_TIMEOUT + 2))
+        self.assertTrue(client.at_eof(alsserve.Settings.ws_close_timeout + 2))
         self.assertTrue(done.wait(grace + 5))
         self.assertFalse(self.server.running)
 
@@ -1057,7 +1047,7 @@ class StopTest(WSTestCase):
         self.assertEqual(client.recv_frame(), (Opcode.TEXT, True, DISCONNECT))
         self.assertEqual(client.recv_close(), 1001)
         client.send(Opcode.PING, b"late")
-        self.assertTrue(client.at_eof(alsserve.WS_CLOSE_TIMEOUT + 2))    # no Pong before EOF
+        self.assertTrue(client.at_eof(alsserve.Settings.ws_close_timeout + 2))    # no Pong before EOF
         self.assertTrue(done.wait(5))
 
 

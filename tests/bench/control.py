@@ -84,15 +84,15 @@ class AlsServe:
         self.server = alsserve.ImageServer(folder, port=port)
         self.server.start()
         self.served = None      # response length -> count, once access_count is used
-        site = self.server._site
+        site = self.server._thread.site
         site.hub.broadcast = timed(site.hub.broadcast)
         self.notify = self.server.notify_browsers_about_new_image
         self.text = self.server.send_message_text
         self.stop = self.server.stop
 
     def clients(self):
-        site = self.server._site
-        clients = list(site.hub.clients) if site is not None else []
+        thread = self.server._thread
+        clients = list(thread.site.hub.clients) if thread is not None else []
         return len(clients), sum(1 for c in clients if c.transport.get_write_buffer_size() or c.pending)
 
     def prepare(self, mode, data):
@@ -126,7 +126,7 @@ class AlsServe:
 
     def send_floor(self):
         import alsserve
-        site, result, done = self.server._site, [], threading.Event()
+        site, result, done = self.server._thread.site, [], threading.Event()
 
         def raw_loop():
             frame = alsserve.build_text(alsserve.NEW_IMAGE_MESSAGE)
@@ -137,7 +137,7 @@ class AlsServe:
             result.append(time.perf_counter() - p0)
             done.set()
 
-        self.server._loop.call_soon_threadsafe(raw_loop)
+        self.server._thread.loop.call_soon_threadsafe(raw_loop)
         done.wait(10)
         return result[0]
 

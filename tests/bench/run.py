@@ -111,7 +111,8 @@ def make_web_folder(workdir):
     os.makedirs(folder)
     alsserve.publish_assets(alsserve.DEFAULT_ASSETS_DIR, folder)
     replace_image(folder, make_jpeg(BIG_IMAGE_SIZE, 0))
-    alsserve.write_metrics(folder, 12, 360)
+    with open(os.path.join(folder, alsserve.METRICS_NAME), "w") as f:
+        f.write(alsserve.metrics_json(12, 360))
     return folder
 
 
@@ -591,7 +592,8 @@ def viewer_folder(workdir, name):
     os.makedirs(folder)
     alsserve.publish_assets(alsserve.DEFAULT_ASSETS_DIR, folder)
     replace_image(folder, make_jpeg(BIG_IMAGE_SIZE, 0))
-    alsserve.write_metrics(folder, 12, 360)
+    with open(os.path.join(folder, alsserve.METRICS_NAME), "w") as f:
+        f.write(alsserve.metrics_json(12, 360))
     return folder
 
 

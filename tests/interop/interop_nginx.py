@@ -296,10 +296,10 @@ class NginxCase(unittest.TestCase):
             print("\n%s: nginx logs (%s)\n%s" % (self.id(), self.nginx.workdir, self.nginx.logs()),
                   file=sys.stderr)
 
-    def start_server(self, **options):
-        options.setdefault("ping_interval", PING_INTERVAL)
+    def start_server(self, assets_dir=None, **settings):
+        settings.setdefault("ws_ping_interval", PING_INTERVAL)
         server = alsserve.ImageServer(self.folder, port=self.alsserve_port, displayed_address="ip:127.0.0.1",
-                                      bind="127.0.0.1", **options)
+                                      bind="127.0.0.1", assets_dir=assets_dir, settings=alsserve.Settings(**settings))
         server.start()
         self.addCleanup(server.stop, 0.5)
         return server
@@ -435,7 +435,8 @@ class FrameUrlTest(NginxCase):
             folder = tempfile.mkdtemp(prefix="alsserve-nginx-web-")
             self.addCleanup(shutil.rmtree, folder, True)
             server = alsserve.ImageServer(folder, port=self.alsserve_port, displayed_address="ip:127.0.0.1",
-                                          bind="127.0.0.1", ping_interval=PING_INTERVAL)
+                                          bind="127.0.0.1",
+                                          settings=alsserve.Settings(ws_ping_interval=PING_INTERVAL))
             server.start()
             image = make_image(65536, seed)
             server.publish_image(image)
@@ -470,7 +471,7 @@ class IdleWebSocketTest(NginxCase):
 
     def test_without_alsserve_pings_nginx_closes_an_idle_websocket(self):
         # The control: the timeout above is real, so it is the pings that kept the socket.
-        server = self.start_server(ping_interval=0)
+        server = self.start_server(ws_ping_interval=0)
         with self.assertRaises(websockets.ConnectionClosed):
             asyncio.run(self._idle_then_notify(server, WS_TIMEOUT + 1.0))
 

@@ -145,7 +145,7 @@ class ZbarInterop(unittest.TestCase):
     def test_the_command_line_block_decodes_on_both_themes(self):
         # The start-up block as printed into a pipe with --qr.
         import alsserve
-        server = types.SimpleNamespace(port=8000, web_folder='/tmp/web', read_only=True,
+        server = types.SimpleNamespace(port=8000, web_folder='/tmp/web', mode='watch',
                                        url='http://192.168.1.23:8000/', bind='127.0.0.1',
                                        displayed_address='192.168.1.23')
         block = alsserve.startup_block(server, qr=True)

@@ -58,7 +58,7 @@ def raise_fd_limit():
 # =============================================================================
 
 def masked_frame(opcode, payload=b""):
-    return alsserve.build_frame(opcode, payload, mask=os.urandom(4))
+    return support.client_frame(opcode, payload, mask=os.urandom(4))
 
 
 class Clients:
@@ -268,7 +268,7 @@ class HistorySoakTest(support.ServerTestCase):
 
     def test_history_stays_within_its_budget(self):
         ws = self.ws_connect()
-        folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER)
+        folder = os.path.join(self.folder, alsserve.HISTORY_FOLDER_NAME)
         rss, began, base = [], time.monotonic(), None
         for i in range(HISTORY_PUBLISHES):
             size = 100 * 1024 + (i * 7919) % (100 * 1024)
@@ -283,13 +283,13 @@ class HistorySoakTest(support.ServerTestCase):
                 # go between the listing and its size, and counts while there)
                 names = os.listdir(folder)
                 self.assertLessEqual(len([n for n in names if not n.startswith(".") and n.endswith(".jpg")]),
-                                     alsserve.HISTORY_FRAMES + 1)
-                self.assertLessEqual(disk_use(folder, names), alsserve.HISTORY_BYTES + 1024 * 1024)
+                                     alsserve.Settings.history_entries + 1)
+                self.assertLessEqual(disk_use(folder, names), alsserve.Settings.history_bytes + 1024 * 1024)
                 rss.append(support.rss_kib())
         elapsed = time.monotonic() - began
         frames = self.server.history
         self.assertEqual([f["id"] for f in frames],
-                         list(range(base + HISTORY_PUBLISHES - alsserve.HISTORY_FRAMES, base + HISTORY_PUBLISHES)))
+                         list(range(base + HISTORY_PUBLISHES - alsserve.Settings.history_entries, base + HISTORY_PUBLISHES)))
         expected = sorted(["%d.jpg" % f["id"] for f in frames] + ["index.json"])
         self.wait_for(lambda: sorted(os.listdir(folder)) == expected, message="the last frames written")
         names = sorted(os.listdir(folder))
@@ -310,7 +310,7 @@ class HistorySoakTest(support.ServerTestCase):
               % (HISTORY_PUBLISHES, elapsed, len(frames), disk / 2 ** 20, start, middle, end), file=sys.stderr)
         # (publishing 500 images a second, images wait in the announcer's
         # queue and as frames to write: generous bound, the cache twice)
-        self.assertLess(end - start, 2 * (alsserve.CACHE_TOTAL_LIMIT >> 10), "far beyond the cache limit")
+        self.assertLess(end - start, 2 * (alsserve.Settings.cache_total_limit >> 10), "far beyond the cache limit")
         self.assertLess(end - middle, 16 * 1024, "server memory grew with the history")
         # A restart reads the same history back.
         self.server.stop()
