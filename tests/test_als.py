@@ -418,6 +418,7 @@ class FakeAls10Controller:
         self.advertised = None
         self._web_server = Server()
         self._server_thread = None
+        self.threads = []
         self._web_server.startup_failed_signal.connect(self.on_web_server_start_failed)
         self._web_server.startup_succeeded_signal.connect(self.on_web_server_started)
         self._web_server.stopped_signal.connect(self.on_web_server_stopped)
@@ -432,6 +433,7 @@ class FakeAls10Controller:
         self.future = concurrent.futures.Future()
         self._server_thread = threading.Thread(target=self._run_web_server, args=(self.port, self.future),
                                                name="WebServer")
+        self.threads.append(self._server_thread)    # (a slot may forget it before start() returns)
         self._server_thread.start()
 
     def _run_web_server(self, port, future):
@@ -554,7 +556,7 @@ class Als10DropInTest(FakeAlsCase):
         controller = self.controller(port)
         with self.assertLogs("alsserve", logging.ERROR):
             controller.start_www()
-            thread = controller._server_thread
+            thread = controller.threads[-1]
             thread.join(5)
         self.assertFalse(thread.is_alive())                         # start() returned at once
         error = controller.future.exception(0)
@@ -634,8 +636,7 @@ class Als10DropInTest(FakeAlsCase):
             f.write(b"x")
         controller = self.controller()
         controller.start_www()
-        thread = controller._server_thread
-        thread.join(5)
+        controller.threads[-1].join(5)
         self.assertEqual(controller.status, "stopped")
         self.assertIsInstance(controller.future.exception(0), OSError)
 

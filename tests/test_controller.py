@@ -348,6 +348,78 @@ class NotifyTest(ControllerCase):
         self.assertNoServerThread()
 
 
+    def test_four_threads_hammering_while_the_loop_is_busy_raise_nothing_and_end_on_the_last(self):
+        # ALS's saver thread, its Qt thread, a watcher...: notify and publish
+        # from 4 threads at once, the loop held up meanwhile. What a running
+        # server holds is touched by its loop's thread only.
+        server = self.started()
+        elsewhere = self.record_threads_outside_the_loop()
+        ws = ws_open(server.port)
+        self.addCleanup(ws.sock.close)
+        self.assertTrue(wait_until(lambda: server.client_count == 1))
+        held, errors, start = threading.Event(), [], threading.Barrier(4)
+
+        def hammer(number):
+            try:
+                start.wait(5)
+                for i in range(1500):
+                    if i % 5:
+                        server.notify_browsers_about_new_image()
+                    else:
+                        server.publish_image(make_jpeg(1000 + number, bytes([number, i % 256])))
+            except Exception as error:      # reported below
+                errors.append(error)
+
+        # Threads switch as often as they can: a race between them and the
+        # loop has every chance to show.
+        self.addCleanup(sys.setswitchinterval, sys.getswitchinterval())
+        sys.setswitchinterval(1e-6)
+        server._thread.loop.call_soon_threadsafe(lambda: held.wait(10))
+        threads = [threading.Thread(target=hammer, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.05)
+        held.set()                      # the loop takes them while they keep coming
+        for thread in threads:
+            thread.join(60)
+        sys.setswitchinterval(0.005)
+        self.assertEqual(errors, [])
+        last = make_jpeg(5000, b"last")
+        server.publish_image(last)
+        messages = []
+        while True:                     # every announcement, until quiet
+            try:
+                messages.append(next_json(ws, 1.0))
+            except socket.timeout:
+                break
+        self.assertEqual(server.history[-1]["bytes"], 5000)
+        self.assertEqual(messages[-2:], [dict(server.history[-1], type="history_entry"), NEW_IMAGE])
+        self.assertEqual(http_get(server.port, "/web_image.jpg")[2], last)
+        self.assertEqual(http_get(server.port, "/" + server.history[-1]["url"])[2], last)
+        self.assertEqual(elsewhere, set())
+
+    def record_threads_outside_the_loop(self):
+        """(class.method, thread) of each call, made on a thread other than
+        the loop's, to a method of what a running server holds (from now to
+        the end of the test)."""
+        elsewhere = set()
+        for cls in (alsserve.Announcer, alsserve.History, alsserve.FileCache, alsserve.WebSocketHub,
+                    alsserve.WebSocketClient, alsserve.Routes, alsserve.SerialJobs, alsserve.StaticFiles):
+            for name, function in list(vars(cls).items()):
+                if name == "__init__" or not callable(function) or isinstance(function, (staticmethod, type)):
+                    continue
+
+                def recording(*args, _function=function, _name=cls.__name__ + "." + name, **kwargs):
+                    thread = threading.current_thread().name
+                    if thread != "alsserve":
+                        elsewhere.add((_name, thread))
+                    return _function(*args, **kwargs)
+
+                patcher = mock.patch.object(cls, name, recording)
+                patcher.start()
+                self.addCleanup(patcher.stop)
+        return elsewhere
+
     def test_a_burst_of_images_queued_while_the_loop_is_busy_ends_on_the_last(self):
         # Thousands of publishes waiting at once (the loop held up) are taken
         # one after another, not by a call chain as deep as the queue.

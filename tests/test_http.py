@@ -9,6 +9,7 @@ for files too big to cache (with and without sendfile) and the timeouts.
 """
 
 import email.utils
+import gzip
 import http.client
 import logging
 import os
@@ -761,6 +762,76 @@ class ResponseHeaderTests(HTTPTestCase):
         self.assertEqual((status, body), (404, b""))
 
 
+class CompressionTests(HTTPTestCase):
+    """Text goes out gzip-compressed to browsers that accept it, compressed
+    once per version of the file; images never; a range comes from the
+    plain body."""
+
+    def setUp(self):
+        super().setUp()
+        self.text = (b"var viewer = 'a readable script';\n" * 400)
+        self.write("viewer.js", self.text)
+        self.write("web_image.jpg", make_jpeg(20000, b"\x01"))
+
+    def test_gzip_when_accepted_with_vary(self):
+        status, headers, body = self.get("/viewer.js", headers=["Accept-Encoding: gzip, deflate, br"])
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["content-encoding"], "gzip")
+        self.assertEqual(headers["vary"], "Accept-Encoding")
+        self.assertEqual(gzip.decompress(body), self.text)
+        self.assertEqual(int(headers["content-length"]), len(body))
+        self.assertLess(len(body), len(self.text) // 10)
+        plain = self.get("/viewer.js")
+        self.assertEqual(plain[2], self.text)
+        self.assertNotIn("content-encoding", plain[1])
+        self.assertEqual(plain[1]["vary"], "Accept-Encoding")
+        self.assertNotEqual(plain[1]["etag"], headers["etag"])      # one tag per representation
+
+    def test_what_counts_as_accepting(self):
+        cases = {"gzip": True, "x-gzip": True, "*": True, "GZIP;q=0.5": True, "deflate, gzip;q=1.0": True,
+                 "gzip;q=0": False, "gzip;q=0.0, deflate": False, "identity": False, "br": False,
+                 "*;q=0": False, "gzip;q=nonsense": False}
+        for value, compressed in cases.items():
+            with self.subTest(accept_encoding=value):
+                headers = self.get("/viewer.js", headers=["Accept-Encoding: " + value])[1]
+                self.assertEqual(headers.get("content-encoding") == "gzip", compressed)
+
+    def test_images_are_never_compressed(self):
+        status, headers, body = self.get("/web_image.jpg", headers=["Accept-Encoding: gzip"])
+        self.assertEqual((status, body), (200, make_jpeg(20000, b"\x01")))
+        self.assertNotIn("content-encoding", headers)
+        self.assertNotIn("vary", headers)
+
+    def test_head_conditional_and_range(self):
+        gz = self.get("/viewer.js", headers=["Accept-Encoding: gzip"])
+        head = self.get("/viewer.js", "HEAD", headers=["Accept-Encoding: gzip"])
+        self.assertEqual(head[1]["content-length"], gz[1]["content-length"])
+        self.assertEqual(head[2], b"")
+        again = self.get("/viewer.js", headers=["Accept-Encoding: gzip", "If-None-Match: " + gz[1]["etag"]])
+        self.assertEqual((again[0], again[2]), (304, b""))
+        ranged = self.get("/viewer.js", headers=["Accept-Encoding: gzip", "Range: bytes=10-19"])
+        self.assertEqual((ranged[0], ranged[2]), (206, self.text[10:20]))
+        self.assertNotIn("content-encoding", ranged[1])
+
+    def test_compressed_once_per_version(self):
+        real, calls = gzip.compress, []
+
+        def counting(data, *args, **kwargs):
+            calls.append(len(data))
+            return real(data, *args, **kwargs)
+
+        with mock.patch.object(alsserve.gzip, "compress", counting):
+            for _ in range(5):
+                self.assertEqual(gzip.decompress(self.get("/viewer.js", headers=["Accept-Encoding: gzip"])[2]),
+                                 self.text)
+            self.write("viewer.js", self.text + b"// new version\n")
+            os.utime(os.path.join(self.folder, "viewer.js"), (1, 1))
+            for _ in range(3):
+                self.assertEqual(gzip.decompress(self.get("/viewer.js", headers=["Accept-Encoding: gzip"])[2]),
+                                 self.text + b"// new version\n")
+        self.assertEqual(calls, [len(self.text), len(self.text) + 15])
+
+
 class ConditionalTests(HTTPTestCase):
 
     def setUp(self):
@@ -1241,6 +1312,21 @@ class IncompleteJpegTests(HTTPTestCase):
         status, _, body = self.get("/other.jpg")
         self.assertEqual((status, body), (200, trailing))
         self.assertGreater(time.monotonic() - began, 0.4)
+
+
+class SettingsTests(unittest.TestCase):
+    def test_defaults_and_changes(self):
+        settings = alsserve.Settings(send_timeout=0.5, ws_max_clients=3, trusted_proxy="::1")
+        self.assertEqual((settings.send_timeout, settings.ws_max_clients, settings.trusted_proxy), (0.5, 3, "::1"))
+        self.assertEqual(alsserve.Settings().send_timeout, 30.0)
+        self.assertEqual(alsserve.Settings.send_timeout, 30.0)          # a change stays in its object
+
+    def test_bad_settings_are_refused_with_their_name(self):
+        for changes in ({"send_timout": 1}, {"send_timeout": -1}, {"send_timeout": "5"}, {"ws_max_clients": 2.5},
+                        {"max_connections": True}, {"trusted_proxy": "proxy.local"}, {"__init__": 1}):
+            with self.subTest(changes=changes), self.assertRaises(ValueError) as caught:
+                alsserve.Settings(**changes)
+            self.assertIn(list(changes)[0].strip("_").split("_")[0], str(caught.exception))
 
 
 class FileCacheAccountingTests(unittest.TestCase):

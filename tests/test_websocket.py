@@ -763,6 +763,26 @@ class BroadcastTest(WSTestCase):
             self.assertEqual(frame, (Opcode.TEXT, True, NEW_IMAGE))
 
 
+class AbsoluteFormTest(ServerTestCase):
+    """RFC 9112 section 3.2.2: a server accepts a target in absolute form,
+    the WebSocket endpoint included."""
+
+    def test_upgrade_in_absolute_form(self):
+        sock = self.connect()
+        target = "http://127.0.0.1:%d/ws" % self.port
+        sock.sendall(ws_handshake_request(target))
+        status, headers, rest = read_response_head(sock)
+        self.assertEqual(status, 101)
+        self.wait_for(lambda: self.server.client_count == 1, message="the client registered")
+        self.server.send_message_text('{"type": "custom"}')
+        self.assertEqual(WSClient(sock, rest).recv_frame(), (Opcode.TEXT, True, b'{"type": "custom"}'))
+
+    def test_absolute_form_of_other_paths_is_no_endpoint(self):
+        sock = self.connect()
+        sock.sendall(ws_handshake_request("http://127.0.0.1:%d/ws/x" % self.port))
+        self.assertEqual(read_response_head(sock)[0], 404)
+
+
 class WakeUpPathTest(unittest.TestCase):
     """Other threads hand the loop work one way only: call_soon_threadsafe."""
 
