@@ -201,6 +201,43 @@ def check_ip_address(name, value):
         raise ValueError("%s must be an IP address, got %r" % (name, value)) from None
 
 
+def is_local_address(address):
+    """True when this machine can use the address (binding to it works)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((address, 0))
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.close()
+
+
+def parse_address_preference(preference):
+    """'auto' -> None; 'ip:<dotted IPv4>' -> the address; else ValueError."""
+    if preference == ADVERTISED_ADDRESS_AUTO:
+        return None
+    if isinstance(preference, str) and preference.startswith(ADVERTISED_ADDRESS_IP_PREFIX):
+        try:
+            return str(ipaddress.IPv4Address(preference[len(ADVERTISED_ADDRESS_IP_PREFIX):].strip()))
+        except ValueError:
+            pass
+    raise ValueError("displayed address must be 'auto' or 'ip:<IPv4 address>', got %r" % (preference,))
+
+
+def check_bind_address(bind):
+    """The address to listen on: 0.0.0.0 (all interfaces) or one of this
+    machine's IPv4 addresses; else ValueError."""
+    try:
+        address = str(ipaddress.IPv4Address(bind))
+    except (ValueError, TypeError):
+        raise ValueError("bind address must be an IPv4 address such as 0.0.0.0 or 127.0.0.1, "
+                         "got %r" % (bind,)) from None
+    if address != WEB_SERVER_BIND_HOST and not is_local_address(address):
+        raise ValueError("bind address %s is not an address of this machine" % address)
+    return address
+
+
 def check_web_folder(web_folder, writable=True, may_create=False):
     """The web folder as an absolute path, or ValueError naming what is
     wrong. may_create: missing is fine if it can be created (later)."""
@@ -739,34 +776,12 @@ def build_text(text):
     return build_frame(Opcode.TEXT, text.encode("utf-8"))
 
 
-class Message:
-    """A complete data message (TEXT as str, BINARY as bytes)."""
-    __slots__ = ("opcode", "data")
-
-    def __init__(self, opcode, data):
-        self.opcode, self.data = opcode, data
-
-
-class Ping:
-    __slots__ = ("payload",)
-
-    def __init__(self, payload):
-        self.payload = payload
-
-
-class Pong:
-    __slots__ = ("payload",)
-
-    def __init__(self, payload):
-        self.payload = payload
-
-
-class Close:
-    """A Close frame received; code None when the peer sent no status."""
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code, reason):
-        self.code, self.reason = code, reason
+# The events FrameParser gives: a whole data message (TEXT as str, BINARY as
+# bytes), a Ping, a Pong, a Close (code None when the peer sent no status).
+Message = collections.namedtuple("Message", "opcode data")
+Ping = collections.namedtuple("Ping", "payload")
+Pong = collections.namedtuple("Pong", "payload")
+Close = collections.namedtuple("Close", "code reason")
 
 
 class FrameParser:
@@ -1489,14 +1504,14 @@ class Site:
         self.replies = ReplyWriter(settings)
         self.connections = {}           # task -> transport of every open connection
         self.loop = None
-        self.server = None              # asyncio's, on our listening socket
+        self.listening = None           # asyncio's Server on our listening socket
 
     # -- lifecycle ---------------------------------------------------------
 
     async def start(self, listener):
         self.loop = asyncio.get_running_loop()
         self.hub.start(self.loop)
-        self.server = await asyncio.start_server(self._connection, sock=listener, limit=READER_LIMIT)
+        self.listening = await asyncio.start_server(self._connection, sock=listener, limit=READER_LIMIT)
 
     async def shutdown(self, grace=STOP_GRACE):
         """STOP: no new connection, disconnect said, browsers given grace
@@ -1508,13 +1523,13 @@ class Site:
         close_at = deadline - min(0.25, max(0.0, grace) / 10)
         # Stop watching our listener, then give accepts in flight a turn to
         # attach before the server closes (asyncio < 3.12 would lose them).
-        for sock in self.server.sockets or ():
+        for sock in self.listening.sockets or ():
             try:
                 loop.remove_reader(sock.fileno())
             except NotImplementedError:     # Windows' proactor: no readers
                 pass
         await asyncio.sleep(0)
-        self.server.close()
+        self.listening.close()
         self.hub.say_disconnect()
         await self.hub.close_all(close_at, deadline)
         for transport in list(self.connections.values()):
@@ -2045,18 +2060,6 @@ def _route_probe(target):
         sock.close()
 
 
-def is_local_address(address):
-    """True when this machine can use the address (binding to it works)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sock.bind((address, 0))
-        return True
-    except OSError:
-        return False
-    finally:
-        sock.close()
-
-
 def _interface_addresses(platform=sys.platform, resolve=socket.getaddrinfo):
     """(address, interface name) of each interface, by stdlib means per OS;
     where interfaces cannot be listed (Windows), the host name's addresses."""
@@ -2242,18 +2245,6 @@ def list_ipv4_addresses():
     return [candidate.ip for candidate in machine_addresses(DEFAULT_PORT)[0]]
 
 
-def parse_address_preference(preference):
-    """'auto' -> None; 'ip:<dotted IPv4>' -> the address; else ValueError."""
-    if preference == ADVERTISED_ADDRESS_AUTO:
-        return None
-    if isinstance(preference, str) and preference.startswith(ADVERTISED_ADDRESS_IP_PREFIX):
-        try:
-            return str(ipaddress.IPv4Address(preference[len(ADVERTISED_ADDRESS_IP_PREFIX):].strip()))
-        except ValueError:
-            pass
-    raise ValueError("displayed address must be 'auto' or 'ip:<IPv4 address>', got %r" % (preference,))
-
-
 def resolve_displayed_address(preference=ADVERTISED_ADDRESS_AUTO):
     """The address to show users for the Displayed Address preference:
     ``ip:<a>`` while <a> is an address of this machine (loopback included);
@@ -2272,19 +2263,6 @@ def resolve_displayed_address(preference=ADVERTISED_ADDRESS_AUTO):
 def get_host_ip():
     """ALS 0.7 helper: the address to show for 'auto'."""
     return resolve_displayed_address(ADVERTISED_ADDRESS_AUTO)
-
-
-def check_bind_address(bind):
-    """The address to listen on: 0.0.0.0 (all interfaces) or one of this
-    machine's IPv4 addresses; else ValueError."""
-    try:
-        address = str(ipaddress.IPv4Address(bind))
-    except (ValueError, TypeError):
-        raise ValueError("bind address must be an IPv4 address such as 0.0.0.0 or 127.0.0.1, "
-                         "got %r" % (bind,)) from None
-    if address != WEB_SERVER_BIND_HOST and not is_local_address(address):
-        raise ValueError("bind address %s is not an address of this machine" % address)
-    return address
 
 
 def displayed_address_for(preference, bind=WEB_SERVER_BIND_HOST):
@@ -3054,8 +3032,8 @@ class FolderWatcher:
     def __init__(self, folder, pattern=IMAGE_NAME):
         self.folder = folder
         self.pattern = pattern
-        self.image = None               # (path, key) of the image announced last
-        self.candidate = None           # ((path, key), first seen at)
+        self.image = None               # (path, version) of the image announced last
+        self.candidate = None           # ((path, version), first seen at)
         self.metrics_candidate = None
         self.acknowledge()
 
@@ -3067,7 +3045,7 @@ class FolderWatcher:
         return self.newest_complete()
 
     def _matches(self):
-        """(mtime_ns, name, path, key) of each image matching the pattern."""
+        """(mtime_ns, name, path, version) of each image matching the pattern."""
         found = []
         try:
             entries = list(os.scandir(self.folder))
@@ -3095,9 +3073,9 @@ class FolderWatcher:
     def newest_complete(self):
         """The newest matching image that is complete now (no two polls to
         wait for: what a start shows first), or None."""
-        for _mtime, name, path, key in sorted(self._matches(), reverse=True):
-            if is_complete_image_file(path, key[1], content_type_for(name)):
-                self.image = (path, key)
+        for _mtime, name, path, version in sorted(self._matches(), reverse=True):
+            if is_complete_image_file(path, version[1], content_type_for(name)):
+                self.image = (path, version)
                 return path
         return None
 
@@ -3107,13 +3085,13 @@ class FolderWatcher:
         matches = self._matches()
         new_image = None
         if matches:
-            mtime, name, path, key = max(matches)
-            current = (path, key)
+            mtime, name, path, version = max(matches)
+            current = (path, version)
             if current == self.image or (self.image is not None and mtime < self.image[1][2]):
                 self.candidate = None
             elif self.candidate is None or self.candidate[0] != current:
                 self.candidate = (current, now)
-            elif is_complete_image_file(path, key[1], content_type_for(name)) \
+            elif is_complete_image_file(path, version[1], content_type_for(name)) \
                     or now - self.candidate[1] >= WATCH_UNSTABLE_ACCEPT:
                 self.image, self.candidate, new_image = current, None, path
         metrics = self._metrics_key()
@@ -3469,11 +3447,11 @@ def qr_to_terminal(text, quiet=2, colours=True):
                      for top, bottom in zip(rows[0::2], rows[1::2]))
 
 
-def terminal_has_colours(stream=None):
+def terminal_has_colours(stream=None, os_name=os.name):
     """Whether escape sequences reach the screen as colours. POSIX
     terminals, pipes and logs: yes. A Windows console: once virtual
     terminal processing is switched on (Windows 10 and later)."""
-    if os.name != "nt":
+    if os_name != "nt":
         return True
     stream = stream or sys.stdout
     if not stream.isatty():

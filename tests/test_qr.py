@@ -406,9 +406,8 @@ class Terminal(unittest.TestCase):
     def test_windows_console_without_escape_sequences_gets_the_plain_form(self):
         import alsserve
         tty = mock.Mock(isatty=lambda: True)
-        with mock.patch.object(alsserve.os, 'name', 'nt'):
-            self.assertFalse(alsserve.terminal_has_colours(tty))     # no ctypes.windll here
-            self.assertTrue(alsserve.terminal_has_colours(mock.Mock(isatty=lambda: False)))
+        self.assertFalse(alsserve.terminal_has_colours(tty, 'nt'))     # no ctypes.windll here
+        self.assertTrue(alsserve.terminal_has_colours(mock.Mock(isatty=lambda: False), 'nt'))
         self.assertTrue(alsserve.terminal_has_colours(tty))
 
 

@@ -7,6 +7,7 @@ import concurrent.futures
 import os
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -781,6 +782,17 @@ class AbsoluteFormTest(ServerTestCase):
         sock = self.connect()
         sock.sendall(ws_handshake_request("http://127.0.0.1:%d/ws/x" % self.port))
         self.assertEqual(read_response_head(sock)[0], 404)
+
+
+class ResetTest(unittest.TestCase):
+    def test_linger_option_per_os(self):
+        # SO_LINGER's value is two C ints on POSIX, two u_shorts on Windows.
+        self.assertEqual(alsserve.linger_option("posix"), struct.pack("ii", 1, 0))
+        self.assertEqual(alsserve.linger_option("nt"), struct.pack("HH", 1, 0))
+        sock = socket.socket()
+        self.addCleanup(sock.close)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, alsserve.linger_option())
+        self.assertEqual(sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8), struct.pack("ii", 1, 0))
 
 
 class WakeUpPathTest(unittest.TestCase):
