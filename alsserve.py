@@ -1424,6 +1424,149 @@ def reset_transport(transport):
     transport.abort()
 
 
+# Image-sized bodies share the link one or a few at a time, in the order
+# asked: over a Wi-Fi access point each new image then reaches half the
+# phones in half the time (docs/design.md). The link is measured, not known.
+TURN_TICK = 0.1                 # how often what each transfer delivers is measured
+TURN_WINDOW = 5                 # ticks a pace is measured over (and a new transfer shows it first)
+TURN_FILL = 0.7                 # below this share of the best rate seen, one more starts
+TURN_DECAY = 0.993              # per tick of transfers: the best rate seen fades (halves in 10 s)
+TURN_PROBE = 0.5                # the first transfer, alone this long, is joined by one more once
+TURN_MAX = 16                   # transfers at once, however slow
+SEND_BUFFER = (64 << 10, 4 << 20)   # a transfer's kernel send buffer: 50 ms of the link, within these
+
+
+def unacknowledged_bytes(sock):
+    """What the kernel holds of a socket's output, sent or not, that the
+    peer has not acknowledged yet (Linux's SIOCOUTQ); 0 where it does not say."""
+    try:
+        import fcntl
+        import termios
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (ImportError, AttributeError, OSError):
+        return 0
+
+
+class Transfer:
+    """One big body on its way: the bytes written, and the pace at which
+    they reach the client."""
+
+    __slots__ = ("writer", "reader", "sent", "samples", "rate", "started", "turn")
+
+    def __init__(self, reader, writer, now):
+        self.reader, self.writer = reader, writer
+        self.sent = 0                   # bytes written so far
+        self.samples = collections.deque(maxlen=TURN_WINDOW + 1)
+        self.rate = None                # bytes/s delivered over the window; None until it is full
+        self.started = now
+        self.turn = None                # the future a waiting transfer waits on
+
+    def delivered(self):
+        transport = self.writer.transport
+        sock = transport.get_extra_info("socket")
+        return self.sent - transport.get_write_buffer_size() - (unacknowledged_bytes(sock) if sock else 0)
+
+    @property
+    def gone(self):
+        """The client closed while its body waited (it asks for a newer image, say)."""
+        transport = self.writer.transport
+        return transport.is_closing() or self.reader.at_eof()
+
+
+class Turns:
+    """Big bodies take turns: one at a time while that fills the link; one
+    more whenever those on their way take less than TURN_FILL of the best
+    rate the link has carried (a phone far from the access point, one that
+    went to sleep), so the link is never left idle and nobody starves. A
+    client that leaves while waiting leaves the queue at once. On the loop."""
+
+    def __init__(self):
+        self.active = set()
+        self.waiting = collections.deque()
+        self.best_rate = 0.0
+        self.probed = False
+        self._timer = None
+
+    async def turn(self, reader, writer):
+        """The Transfer, once this body's turn has come; ConnectionError
+        when the client left meanwhile."""
+        loop = asyncio.get_running_loop()
+        transfer = Transfer(reader, writer, loop.time())
+        if not self.waiting and self._room(loop.time()):
+            self._start(transfer)
+        else:
+            transfer.turn = loop.create_future()
+            self.waiting.append(transfer)
+            self._tick_later()
+            try:
+                await transfer.turn
+            finally:
+                if transfer in self.waiting:
+                    self.waiting.remove(transfer)
+        return transfer
+
+    def done(self, transfer):
+        self.active.discard(transfer)
+        self._admit(asyncio.get_running_loop().time())
+
+    def _room(self, now):
+        active = self.active
+        if not active:
+            return True
+        if len(active) >= TURN_MAX or any(t.rate is None for t in active):
+            return False                # (a new one shows its pace first)
+        if not self.probed and len(active) == 1 and now - next(iter(active)).started > TURN_PROBE:
+            self.probed = True          # the first rate seen may be a slow phone's
+            return True
+        return sum(t.rate for t in active) < TURN_FILL * self.best_rate
+
+    def _start(self, transfer):
+        self.active.add(transfer)
+        # In flight, as the order goes, is what the kernel holds: about 50 ms of the link.
+        size = min(max(int(self.best_rate * 0.05), SEND_BUFFER[0]), SEND_BUFFER[1])
+        sock = transfer.writer.transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+            except OSError:
+                pass
+        self._tick_later()
+
+    def _admit(self, now):
+        while self.waiting:
+            transfer = self.waiting[0]
+            if transfer.gone:
+                self.waiting.popleft()
+                transfer.turn.set_exception(ConnectionResetError("left while waiting"))
+            elif self._room(now):
+                self.waiting.popleft()
+                self._start(transfer)
+                transfer.turn.set_result(None)
+            else:
+                break
+
+    def _tick_later(self):
+        if self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(TURN_TICK, self._tick)
+
+    def _tick(self):
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        for transfer in self.active:
+            transfer.samples.append((now, transfer.delivered()))
+            if len(transfer.samples) > TURN_WINDOW:
+                (first_time, first_count), (last_time, last_count) = transfer.samples[0], transfer.samples[-1]
+                transfer.rate = (last_count - first_count) / (last_time - first_time)
+        if self.active and all(t.rate is not None for t in self.active):
+            self.best_rate = max(sum(t.rate for t in self.active), self.best_rate * TURN_DECAY)
+        for transfer in [t for t in self.waiting if t.gone]:
+            self.waiting.remove(transfer)
+            transfer.turn.set_exception(ConnectionResetError("left while waiting"))
+        self._admit(now)
+        if self.active or self.waiting:
+            self._tick_later()
+
+
 class ReplyWriter:
     """Writes replies onto a connection: the Date header (formatted once a
     second), bodies in STREAM_CHUNK pieces, files too big to keep by
@@ -1453,17 +1596,15 @@ class ReplyWriter:
         finally:
             timer.cancel()
 
-    async def write_body(self, writer, head, body):
-        if len(body) <= STREAM_CHUNK:
-            writer.write(head + body)
-            return
-        writer.write(head)
+    async def write_body(self, writer, body, transfer):
         view = memoryview(body)         # slices of it copy nothing
         for offset in range(0, len(body), STREAM_CHUNK):
-            writer.write(view[offset:offset + STREAM_CHUNK])
+            piece = view[offset:offset + STREAM_CHUNK]
+            writer.write(piece)
+            transfer.sent += len(piece)
             await self.drain(writer)
 
-    async def stream_file(self, writer, f, start, length):
+    async def stream_file(self, writer, f, start, length, transfer):
         end = start + length
         if self.use_sendfile:
             loop = asyncio.get_running_loop()
@@ -1479,6 +1620,7 @@ class ReplyWriter:
                     raise ConnectionError("download stalled") from None
                 if sent != count:       # the client would read the next response as body
                     raise ConnectionError("file shrank while it was sent")
+                transfer.sent += count
             return
         f.seek(start)
         remaining = length
@@ -1488,6 +1630,7 @@ class ReplyWriter:
                 raise ConnectionError("file shrank while it was sent")
             writer.write(chunk)
             remaining -= len(chunk)
+            transfer.sent += len(chunk)
             await self.drain(writer)
 
 
@@ -1502,6 +1645,7 @@ class Site:
         self.files = StaticFiles(root, settings, routes)
         self.hub = WebSocketHub(settings)
         self.replies = ReplyWriter(settings)
+        self.turns = Turns()
         self.connections = {}           # task -> transport of every open connection
         self.loop = None
         self.listening = None           # asyncio's Server on our listening socket
@@ -1631,7 +1775,7 @@ class Site:
                 return False
             if is_websocket_upgrade(request):
                 raise HTTPError(404, "no WebSocket endpoint here")
-            return await self._serve_file(request, writer, peer)
+            return await self._serve_file(request, reader, writer, peer)
         except HTTPError as error:
             return await self._send_error(writer, error, request, peer)
         except (ConnectionError, asyncio.CancelledError):
@@ -1659,20 +1803,29 @@ class Site:
         await self.replies.drain(writer)
         return keep_alive
 
-    async def _serve_file(self, request, writer, peer):
+    async def _serve_file(self, request, reader, writer, peer):
         reply = await self.files.reply(request)
         keep_alive = request.keep_alive
         head = ResponseHead(reply.status, reply.headers).encode(
             self.replies.date(), keep_alive, request.version == "HTTP/1.0")
         self._log_request(peer, request, reply.status, len(reply.body) if reply.body is not None else reply.length)
-        if reply.stream is not None:
-            with reply.stream:
+        if reply.stream is None and (reply.body is None or len(reply.body) <= STREAM_CHUNK):
+            writer.write(head + (reply.body or b""))
+        else:                           # an image-sized body: it takes its turn on the link
+            transfer = None
+            try:
+                transfer = await self.turns.turn(reader, writer)
                 writer.write(head)
-                await self.replies.stream_file(writer, reply.stream, reply.start, reply.length)
-        elif reply.body is not None:
-            await self.replies.write_body(writer, head, reply.body)
-        else:
-            writer.write(head)
+                if reply.stream is not None:
+                    await self.replies.stream_file(writer, reply.stream, reply.start, reply.length, transfer)
+                else:
+                    await self.replies.write_body(writer, reply.body, transfer)
+                await self.replies.drain(writer)
+            finally:
+                if reply.stream is not None:
+                    reply.stream.close()
+                if transfer is not None:
+                    self.turns.done(transfer)
         await self.replies.drain(writer)
         return keep_alive
 

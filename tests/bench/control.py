@@ -1,6 +1,9 @@
 """One server under test, in its own process, driven by run.py over stdin.
 
-    python control.py KIND PORT FOLDER     KIND: alsserve | aiohttp | websockets | floor
+    python control.py KIND PORT FOLDER [HOST]     KIND: alsserve | aiohttp | websockets | floor
+
+HOST (aiohttp only; default 127.0.0.1): where the peer listens. alsserve
+listens on every interface, as ALS runs it.
 
 The server runs in its own thread and event loop (as ALS runs it); this
 process's main thread is "the caller's thread": it calls the server's notify
@@ -161,7 +164,7 @@ class AiohttpPeer(ThreadedPeer):
         sys.path.insert(0, HERE)
         import peer_aiohttp
         self.folder = folder
-        server = peer_aiohttp.Server(folder, port)
+        server = peer_aiohttp.Server(folder, port, sys.argv[4] if len(sys.argv) > 4 else "127.0.0.1")
         server._broadcast = timed_coroutine(server._broadcast)
         self.run(server)
 

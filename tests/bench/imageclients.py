@@ -13,14 +13,17 @@ image expected in that round (make_image(size, seed), which the server
 side builds the same way).
 
 Commands on stdin, answers on stdout, JSON lines:
-  {"cmd": "connect", "port": P, "n": N, "prefix": "/", "style": "viewer"|"als"}
-      -> {"connected": N}: N clients, each with its WebSocket open
+  {"cmd": "connect", "port": P, "n": N, "prefix": "/", "style": "viewer"|"als",
+   "host": "127.0.0.1", "sources": [address, ...]}
+      -> {"connected": N}: N clients, each with its WebSocket open; client i
+         connects from sources[i % len(sources)] when given
   {"cmd": "arm", "size": S, "seed": K, "style": ...}   the next announcement
       counts; every client follows it in that style (default: as connected)
   {"cmd": "wait", "timeout": T}
       -> once every client holds the complete new body (or at the timeout):
          {"done", "good", "bad", "first", "last", "announced_first",
-          "announced_last", "statuses"}; times are time.monotonic()
+          "announced_last", "statuses", "times": [[source, done or null], ...]};
+         times are time.monotonic()
   {"cmd": "close_all"}, {"cmd": "quit"}
 
 time.monotonic() is CLOCK_MONOTONIC, one clock for every process on Linux.
@@ -51,8 +54,9 @@ def make_image(size, seed):
 class Client:
     """One viewer: its WebSocket and its HTTP connection."""
 
-    def __init__(self, swarm, port, prefix, style):
+    def __init__(self, swarm, port, prefix, style, host="127.0.0.1", source=None):
         self.swarm, self.port, self.prefix, self.style = swarm, port, prefix, style
+        self.host, self.source = host, source
         self.ws = None
         self.ws_buf = b""
         self.http = None
@@ -72,13 +76,18 @@ class Client:
     # -- WebSocket -----------------------------------------------------------
 
     def open_ws(self):
-        sock = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = self.open()
         key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(("GET %sws HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\n"
+        sock.sendall(("GET %sws HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                       "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                      % (self.prefix, self.port, key)).encode())
+                      % (self.prefix, self.host, self.port, key)).encode())
         self.ws = sock
+        return sock
+
+    def open(self):
+        sock = socket.create_connection((self.host, self.port), timeout=10,
+                                        source_address=(self.source, 0) if self.source else None)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
 
     def finish_handshake(self):
@@ -128,15 +137,14 @@ class Client:
     # -- HTTP ----------------------------------------------------------------
 
     def get(self, path):
-        request = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (path, self.port)).encode()
+        request = ("GET %s HTTP/1.1\r\nHost: %s:%d\r\n\r\n" % (path, self.host, self.port)).encode()
         if self.http is not None:
             try:
                 self.http.send(request)
                 return
             except OSError:
                 self.swarm.forget(self.http)
-        self.http = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        self.http.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.http = self.open()
         self.http.sendall(request)
         self.http.setblocking(False)
         self.swarm.watch(self.http, self)
@@ -223,9 +231,11 @@ class Swarm:
                 pass
         sock.close()
 
-    def connect(self, port, n, prefix, style):
+    def connect(self, port, n, prefix, style, host="127.0.0.1", sources=()):
         for start in range(0, n, BATCH):
-            batch = [Client(self, port, prefix, style) for _ in range(min(BATCH, n - start))]
+            batch = [Client(self, port, prefix, style, host,
+                            sources[(start + i) % len(sources)] if sources else None)
+                     for i in range(min(BATCH, n - start))]
             for client in batch:
                 client.open_ws()
             for client in batch:
@@ -237,7 +247,8 @@ class Swarm:
     def command(self, msg):
         cmd = msg["cmd"]
         if cmd == "connect":
-            return self.connect(msg["port"], msg["n"], msg.get("prefix", "/"), msg.get("style", "viewer"))
+            return self.connect(msg["port"], msg["n"], msg.get("prefix", "/"), msg.get("style", "viewer"),
+                                msg.get("host", "127.0.0.1"), msg.get("sources", ()))
         if cmd == "arm":
             self.expected = make_image(msg["size"], msg["seed"])
             for client in self.clients:
@@ -275,7 +286,8 @@ class Swarm:
                     "last": max((c.done for c in done), default=None),
                     "announced_first": min(announced, default=None),
                     "announced_last": max(announced, default=None),
-                    "statuses": statuses, "ws_closed": self.ws_closed})
+                    "statuses": statuses, "ws_closed": self.ws_closed,
+                    "times": [[c.source, c.done] for c in self.clients]})
         self.waiter = None
         self.armed = False
 
