@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* alsserve's viewer: the newest stacked image, live over a WebSocket, and the
-   night's history. One module per concern; the wiring at the end joins them. */
+/* alsserve's viewer: the newest stacked image, live, and the night's history.
+   One module per concern, joined at the end. */
 (function () {
   'use strict';
 
@@ -10,7 +10,6 @@
   function nothing() {}
   function show(element, visible) { element.hidden = !visible; }
   function setText(element, text) { if (element.textContent !== text) element.textContent = text; }
-  function distance(x1, y1, x2, y2) { return Math.sqrt((x1 - x2) * (x1 - x2) + (y1 - y2) * (y1 - y2)); }
 
   function onClick(id, action) {
     byId(id).addEventListener('click', function (event) {
@@ -29,21 +28,16 @@
     }
   };
 
-  /* One request in flight, for weak Wi-Fi: ask() during a request only notes
-     it; when the request ends, whatever is wanted by then is fetched.
-     spec.next() -> job or null; spec.fetch(job, done) calls done(answer or
-     null); spec.answer(job, answer, askedAgain); with spec.dropStale an answer
-     asked again for meanwhile is dropped (its file may have changed since). */
+  /* One request in flight (weak Wi-Fi): asked again meanwhile, it fetches what is wanted
+     once that one ends. spec: next, fetch(job, done), answer(job, answer, askedAgain), dropStale. */
   function SingleFlight(spec) {
     var flight = { state: 'idle', ask: ask };     // 'idle' | 'busy' | 'again'
     function ask() {
       if (flight.state !== 'idle') { flight.state = 'again'; return; }
-      var job = spec.next(), settled = false;
+      var job = spec.next();
       if (job === null) return;
       flight.state = 'busy';
       spec.fetch(job, function (answer) {
-        if (settled) return;
-        settled = true;
         var askedAgain = flight.state === 'again';
         flight.state = 'idle';
         if (!askedAgain || !spec.dropStale) spec.answer(job, answer, askedAgain);
@@ -53,18 +47,15 @@
     return flight;
   }
 
-  // A missing file (404) reads as {}, a failure as null.
+  // A missing file reads as {}, a failure as null.
   function readJson(url, cache, done) {
     fetch(url, { cache: cache }).then(function (response) {
-      if (response.status === 404) return {};
-      if (!response.ok) throw new Error('HTTP ' + response.status);
-      return response.json();
+      return response.status === 404 ? {} : response.ok ? response.json() : null;
     }).then(function (data) { done(data && typeof data === 'object' ? data : null); },
       function () { done(null); });
   }
 
-  /* View geometry. zoom is relative to the fitted size, (centerX, centerY)
-     the image point (0..1) in the middle of the screen: both outlive an image. */
+  /* Zoom relative to the fitted size and the image point (0..1) mid-screen: both outlive an image. */
   function createView(stage) {
     var MIN_ZOOM = 0.25, MAX_ZOOM = 20;
     var view = {
@@ -88,7 +79,7 @@
       view.centerY = clamp(centerY, 0, 1);
       view.onChange();
     };
-    // The image point under screen point (x, y) stays there.
+    // The image point under (x, y) stays there.
     view.zoomAt = function (factor, x, y) {
       if (!view.imageWidth) return;
       if (x == null) { x = view.width / 2; y = view.height / 2; }
@@ -117,14 +108,10 @@
     return view;
   }
 
-  /* The picture: one decoded image, an ImageBitmap drawn into a screen-sized
-     canvas, the replaced one closed at once (memory stays flat with 24 MP
-     images; an <img> let Chromium keep many decoded copies). Without
-     createImageBitmap, an <img> placed by CSS. #view is where the image is. */
+  /* One decoded image, for flat memory: an ImageBitmap drawn into a screen-sized canvas, the
+     previous one closed (an <img> kept decoded copies). #view: where the image is. */
   function createPicture(stage, view) {
     var GAIN = [1, 1.5, 2.2, 3.2];        // boost: the image added onto itself
-    var CSS_BOOST = ['', 'brightness(1.5) contrast(1.15)', 'brightness(2.2) contrast(1.3)',
-      'brightness(3.2) contrast(1.5)'];
     var canvas = document.createElement('canvas'), box = document.createElement('div');
     var context = window.createImageBitmap ? canvas.getContext('2d') : null;
     var image = null, red = false, boost = 0, drawQueued = false;
@@ -154,7 +141,7 @@
       context.imageSmoothingQuality = 'medium';
       context.setTransform(scale, 0, 0, scale, view.left() * ratio, view.top() * ratio);
       context.drawImage(image, 0, 0);
-      // Boost and red-only drawn here: WPE draws no CSS filter on a canvas, WebKitGTK no SVG filter.
+      // drawn, not filtered: WPE draws no CSS filter on a canvas, WebKitGTK no SVG filter
       context.globalCompositeOperation = 'lighter';
       for (var extra = GAIN[boost] - 1; extra > 0; extra--) {
         context.globalAlpha = Math.min(1, extra);
@@ -198,7 +185,7 @@
       red = redOnly;
       boost = boostLevel;
       if (!context) {                     // CSS filters, and a red layer multiplying a grey image
-        stage.style.filter = CSS_BOOST[boost] + (red ? ' grayscale(1)' : '');
+        stage.style.filter = (boost ? 'brightness(' + GAIN[boost] + ') ' : '') + (red ? 'grayscale(1)' : '');
         show(byId('redlayer'), red);
       }
       render();
@@ -208,7 +195,7 @@
     return { canvas: !!context, boostLevels: GAIN.length - 1, replace: replace, setLook: setLook };
   }
 
-  /* Night vision: red-only and boost, remembered. */
+  /* Night vision, remembered. */
   function createLook(picture) {
     var look = {
       red: preferences.read('red') === '1',
@@ -238,9 +225,8 @@
     return look;
   }
 
-  /* The night's history: history.json lists the session's entries, a
-     history_entry message adds one, the new_image after it makes it live.
-     mode: 'live' (the newest image), 'past' (an older entry), 'playing'. */
+  /* The session's entries: history.json, then history_entry messages (live with the next new_image).
+     mode: 'live', 'past' (an older entry) or 'playing'. */
   function createHistory() {
     var history = { session: null, entries: [], liveId: null, mode: 'live', index: -1, newer: 0, onChange: nothing };
     var announced = null, announcedTimer = 0, webGeneration = 0;
@@ -287,9 +273,9 @@
       var last = history.entries[history.entries.length - 1];
       if (!last || entry.id > last.id) history.entries.push(entry);
       announced = entry;
-      clearTimeout(announcedTimer);      // new_image comes next; should it be lost, act anyway
+      clearTimeout(announcedTimer);      // should the new_image be lost, act anyway
       announcedTimer = setTimeout(function () { if (announced) history.newImage(); }, 1500);
-      if (reads.state !== 'idle') reads.ask();    // the history.json on its way may predate this entry
+      if (reads.state !== 'idle') reads.ask();    // the answer on its way may predate it
     };
 
     history.newImage = function () {
@@ -299,7 +285,7 @@
         announced = null;
         if (history.mode !== 'live') history.newer++;
         history.onChange();
-      } else {                            // web_image.jpg changed outside the history (or there is none)
+      } else {                            // changed outside the history, or none
         history.liveId = null;
         webGeneration++;
         history.onChange();
@@ -307,7 +293,7 @@
       }
     };
 
-    // Subscribed first, then read: nothing published in between is missed.
+    // Subscribed first, then read: nothing published meanwhile is missed.
     history.connected = function () {
       announced = null;
       webGeneration++;
@@ -326,7 +312,7 @@
       history.onChange();
     };
 
-    // The image wanted on screen; the live entry through its immutable URL (caches keep it).
+    // The live entry by its immutable URL: caches keep it.
     history.target = function () {
       var live = history.mode === 'live';
       var entry = live ? history.entries[history.indexOf(history.liveId)] : history.shownEntry();
@@ -339,17 +325,14 @@
     return history;
   }
 
-  /* Image downloads: one at a time, never aborted for a newer image (that
-     could starve on weak Wi-Fi). The finished image is shown, being newer
-     than the one on screen, then the newest wanted is fetched. A Blob each:
-     progress shows, and the download button saves it without a new request. */
+  /* Downloads, never aborted for a newer image (that starves on weak Wi-Fi): the finished
+     one shows, then the newest. As Blobs: progress, and the download button costs nothing. */
   function createImages(picture, wanted) {
     var FIRST_RETRY = 2000, LAST_RETRY = 30000;
     var images = {
-      shown: null,        // {key, url, id, live, name, etag, modified, skew, objectUrl}
-      progress: null,     // {loaded, total, started}
-      loads: 0, downloads: 0,
-      interval: 0,        // between the last two live images (Last-Modified)
+      shown: null,        // a target, with etag, modified, skew and objectUrl
+      progress: null, loads: 0, downloads: 0,
+      interval: 0,        // between the last two live images: stale after 3
       onProgress: nothing, onShown: nothing, onWantedShown: nothing
     };
     var link = byId('download'), retryTimer = 0, retryDelay = FIRST_RETRY, lastModified = 0;
@@ -367,7 +350,7 @@
       if (!document.hidden && waitingForVisible) { waitingForVisible = false; images.request(); }
     });
 
-    // By the server's clock: its Date against the image's Last-Modified.
+    // By the server's clock (Date against Last-Modified).
     images.age = function () {
       var shown = images.shown;
       return shown && shown.modified ? Math.max(0, now() - shown.skew - shown.modified) : null;
@@ -393,18 +376,18 @@
       request.onerror = request.onabort = request.ontimeout = function () { done(null); };
       request.onload = function () {
         if (request.status !== 200 || !request.response) { done(null); return; }
-        var served = Date.parse(request.getResponseHeader('Date') || ''), shown = images.shown;
-        var image = { key: target.key, url: target.url, id: target.id, live: target.live, name: target.name,
-          etag: request.getResponseHeader('ETag'), skew: isNaN(served) ? 0 : now() - served,
-          modified: Date.parse(request.getResponseHeader('Last-Modified') || '') };
-        if (shown && image.etag && shown.etag === image.etag && shown.url === image.url) {
-          done({ image: image, unchanged: true });      // revalidated: nothing to decode
+        var served = Date.parse(request.getResponseHeader('Date')), shown = images.shown;
+        target.etag = request.getResponseHeader('ETag');
+        target.modified = Date.parse(request.getResponseHeader('Last-Modified'));
+        target.skew = isNaN(served) ? 0 : now() - served;
+        if (shown && target.etag && shown.etag === target.etag && shown.url === target.url) {
+          done({ unchanged: true });      // revalidated
           return;
         }
-        image.objectUrl = URL.createObjectURL(request.response);
-        decode(request.response, image.objectUrl, function (source, width, height) {
-          if (source) done({ image: image, source: source, width: width, height: height });
-          else { URL.revokeObjectURL(image.objectUrl); done(null); }
+        target.objectUrl = URL.createObjectURL(request.response);
+        decode(request.response, target.objectUrl, function (source, width, height) {
+          if (source) done({ source: source, width: width, height: height });
+          else { URL.revokeObjectURL(target.objectUrl); done(null); }
         });
       };
       request.send();
@@ -417,7 +400,7 @@
         return;
       }
       var element = new Image();
-      element.decoding = 'sync';          // decoded when drawn, at the size drawn
+      element.decoding = 'sync';          // decoded at the size drawn
       element.alt = 'Live stacked image';
       element.onload = function () { done(element.naturalWidth && element, element.naturalWidth, element.naturalHeight); };
       element.onerror = function () { done(null); };
@@ -428,24 +411,24 @@
       images.progress = null;
       images.onProgress();
       if (!result) {
-        if (!askedAgain) {                // nothing newer wanted: the same again, later
+        if (!askedAgain) {                // nothing newer wanted: later, again
           retryTimer = setTimeout(images.request, retryDelay);
           retryDelay = Math.min(retryDelay * 2, LAST_RETRY);
         }
         return;
       }
       if (result.unchanged) images.shown.key = target.key;
-      else showImage(result);
+      else showImage(target, result);
       retryDelay = FIRST_RETRY;
       images.onShown();
       if (!askedAgain) images.onWantedShown();
     }
 
-    function showImage(result) {
-      var image = result.image, previous = images.shown;
+    function showImage(image, result) {
+      var previous = images.shown;
       picture.replace(result.source, result.width, result.height);
       if (previous) URL.revokeObjectURL(previous.objectUrl);
-      if (image.live) {                   // how often the live image changes
+      if (image.live) {
         if (lastModified && image.modified > lastModified) images.interval = image.modified - lastModified;
         if (image.modified) lastModified = image.modified;
       }
@@ -457,7 +440,7 @@
     return images;
   }
 
-  /* Metrics from data.json: none until it exists (a stacker may write none). */
+  /* Stack size and exposure from data.json; none without one. */
   function createMetrics() {
     var metrics = { stack: null, exposure: null, onChange: nothing };
     metrics.read = SingleFlight({
@@ -475,10 +458,8 @@
     return metrics;
   }
 
-  /* The WebSocket. state: 'connecting' (first try), 'live', 'reconnecting'
-     (lost without notice), 'stopped' (the server said disconnect: ALS's STOP)
-     or 'offline' (a page opened from a file). Retries come quickly at first,
-     as the astronomer restarts within seconds, then every 30 s. */
+  /* The WebSocket. state: 'connecting', 'live', 'reconnecting', 'stopped' (ALS's STOP) or
+     'offline' (a file). Quick retries first: the astronomer restarts within seconds. */
   function createConnection() {
     var DELAYS = [500, 1000, 1000, 2000, 2000, 3000, 5000, 8000, 13000, 20000, 30000];
     var connection = {
@@ -532,7 +513,7 @@
       connection.onChange();
     }
 
-    function retryNow() {                 // and from the schedule's quick end
+    function retryNow() {
       connection.attempt = 0;
       if (!connection.socket && connection.state !== 'offline') open();
     }
@@ -545,9 +526,9 @@
     return connection;
   }
 
-  /* The overlay: connection state, the image's age, download progress, figures. */
+  /* The overlay: state, the image's age, download progress, figures. */
   function createOverlay(images, connection, history, metrics) {
-    var STALE_AFTER = 120000;             // or 3 of the usual intervals
+    var STALE_AFTER = 120000;
     var STATE_TEXT = {
       connecting: 'connecting\u2026', live: 'live', reconnecting: 'reconnecting\u2026',
       stopped: 'Image server stopped', offline: 'offline'
@@ -557,7 +538,7 @@
     var progressBox = byId('progress'), progressBar = byId('pbar'), progressText = byId('ptext');
     var overlay = { stale: false }, shownState = '', idleTimer = 0;
 
-    // Dimmed after a while without input; input or a change of state brings it back.
+    // Dims without input, back with input or a change of state.
     function rouse() {
       body.classList.remove('idle');
       clearTimeout(idleTimer);
@@ -586,7 +567,7 @@
         Math.floor(fraction * 100) + '% of ' + megabytes(progress.total) : megabytes(progress.loaded)));
     }
 
-    // The figures of the image on screen: a past entry's own, else the live ones.
+    // A past entry's own figures, else the live ones.
     function showFigures() {
       var entry = history.shownEntry();
       var stack = entry ? entry.stack_size : metrics.stack, exposure = entry ? entry.exposure : metrics.exposure;
@@ -622,18 +603,20 @@
     return overlay;
   }
 
-  /* The timeline, from two entries on: a scrubber, a time-lapse that loads
-     one image at a time, "N newer images" while in the past, and Live. */
+  /* The timeline, from two entries on. */
   function createTimeline(history) {
-    var STEP = 250, HOLD = 1000;          // 4 images a second if they load that fast; a pause on the newest
+    var STEP = 250, HOLD = 1000;          // time-lapse; HOLD on the newest
     var box = byId('timeline'), scrub = byId('scrub'), label = byId('tlabel'), newerText = byId('newer');
     var playButton = byId('play'), liveButton = byId('golive');
     var scrubbing = false, playTimer = 0;
 
     function two(number) { return (number < 10 ? '0' : '') + number; }
+    function clock(seconds) {
+      var time = new Date(seconds * 1000);
+      return two(time.getHours()) + ':' + two(time.getMinutes()) + ':' + two(time.getSeconds());
+    }
     function describe(entry) {
-      var time = new Date(entry.time * 1000), parts = [typeof entry.time === 'number' ?
-        two(time.getHours()) + ':' + two(time.getMinutes()) + ':' + two(time.getSeconds()) : '#' + entry.id];
+      var parts = [typeof entry.time === 'number' ? clock(entry.time) : '#' + entry.id];
       if (entry.stack_size != null) parts.push('Stack ' + entry.stack_size);
       if (entry.exposure) parts.push(entry.exposure);
       return parts.join(' \u00b7 ');
@@ -696,13 +679,11 @@
     return { update: update, playNext: playNext };
   }
 
-  /* Controls: pointers (drag, pinch, double tap), wheel, keys, zoom and full screen buttons. */
+  /* Pointers, wheel, keys, zoom and full screen. */
   function createControls(stage, view) {
-    var STEP = 2;                         // one zoom step
-    var pointers = [];                    // down on the stage, in order
-    var pinch = null;                     // two pointers or more: their distance and midpoint
-    var severalPointers = false;          // in this gesture: its end is no tap
-    var lastTap = null, lastPointerType = 'mouse';
+    var STEP = 2, pointers = [], lastTap = null, lastPointerType = 'mouse';
+    var pinch = null;                     // the first two pointers' distance and midpoint
+    var severalPointers = false;          // in this gesture, so its end is no tap
 
     function find(id) {
       for (var i = 0; i < pointers.length; i++) if (pointers[i].id === id) return i;
@@ -710,7 +691,7 @@
     }
     function pinchOf() {
       var a = pointers[0], b = pointers[1];
-      return { distance: Math.max(1, distance(a.x, a.y, b.x, b.y)), x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
+      return { distance: Math.max(1, Math.hypot(a.x - b.x, a.y - b.y)), x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
     }
 
     stage.addEventListener('pointerdown', function (event) {
@@ -748,11 +729,11 @@
       pointers.splice(index, 1);
       pinch = pointers.length > 1 ? pinchOf() : null;
       if (!pointers.length) stage.classList.remove('drag');
-      // a double tap: two short taps close together, one finger each
+      // double tap: two short taps close together, one finger each
       var x = event.clientX, y = event.clientY, time = now();
       if (event.type !== 'pointerup' || event.pointerType !== 'touch' || severalPointers || pointers.length ||
-          time - pointer.time >= 350 || distance(x, y, pointer.startX, pointer.startY) >= 12) return;
-      if (lastTap && time - lastTap.time < 400 && distance(x, y, lastTap.x, lastTap.y) < 40) {
+          time - pointer.time >= 350 || Math.hypot(x - pointer.startX, y - pointer.startY) >= 12) return;
+      if (lastTap && time - lastTap.time < 400 && Math.hypot(x - lastTap.x, y - lastTap.y) < 40) {
         view.zoomAt(STEP, x, y);
         lastTap = null;
       } else {
@@ -770,12 +751,12 @@
 
     stage.addEventListener('wheel', function (event) {
       event.preventDefault();
-      var delta = event.deltaY * [1, 16, view.height][event.deltaMode || 0];    // pixels, lines or pages
-      delta = clamp(delta * (event.ctrlKey ? 4 : 1), -400, 400);               // ctrl: a trackpad's pinch
+      var delta = event.deltaY * [1, 16, view.height][event.deltaMode || 0];    // pixels, lines, pages
+      delta = clamp(delta * (event.ctrlKey ? 4 : 1), -400, 400);               // ctrl: trackpad pinch
       view.zoomAt(Math.exp(-delta * 0.0025), event.clientX, event.clientY);
     }, { passive: false });
 
-    // Safari's own pinch would zoom the page, not the image.
+    // Safari's pinch would zoom the page.
     ['gesturestart', 'gesturechange'].forEach(function (type) {
       document.addEventListener(type, function (event) { event.preventDefault(); });
     });
@@ -814,12 +795,9 @@
     return { fullscreen: function () { return !!fullscreenElement(); } };
   }
 
-  /* Keep the screen on: off until asked for (battery; a lit screen bothers
-     others at a star party), then remembered. The Screen Wake Lock where the
-     browser has one (secure contexts); else a video playing under the image:
-     Blink counts a large visible muted one, WebKit only one with sound (ours
-     is silent) and not looping (it seeks back). state: 'off' | 'wanted'
-     (nothing held: hidden, or refused until a tap) | 'requesting' | 'lock' | 'video' */
+  /* Keep the screen on, once asked (battery; others at a star party): the Wake Lock, else a video
+     under the image (Blink: large, visible; WebKit: with sound, ours silent, not looping).
+     state: 'off', 'wanted' (nothing held), 'requesting', 'lock' or 'video'. */
   function createKeepAwake() {
     var keepAwake = { state: preferences.read('awake') === '1' ? 'wanted' : 'off' };
     var button = byId('awake'), lock = null, video = null;
@@ -868,7 +846,7 @@
         document.body.insertBefore(video, document.body.firstChild);
       }
       var playing = video.play();
-      if (playing && playing.then) playing.then(null, nothing);    // refused without a tap: the next tap retries
+      if (playing && playing.then) playing.then(null, nothing);    // refused: the next tap retries
     }
 
     onClick('awake', function () {
@@ -880,7 +858,7 @@
       lock = null;
       if (video) video.pause();
     });
-    // iOS plays the video only from a gesture: any tap re-arms a wanted one.
+    // iOS plays only from a gesture.
     document.addEventListener('click', keepAwake.engage, true);
     document.addEventListener('touchend', keepAwake.engage, true);
     document.addEventListener('visibilitychange', keepAwake.engage);
@@ -920,7 +898,7 @@
     if (message.type === 'history_entry') history.addEntry(message);
     else if (message.type === 'new_image') history.newImage();
   };
-  connection.onClose = function () {      // show something, even without a socket
+  connection.onClose = function () {      // something to show, even without a socket
     if (!images.loads && images.state() === 'idle') images.request();
   };
 
@@ -935,14 +913,14 @@
         connection: connection.state, reconnectAttempt: connection.attempt,
         retryIn: connection.retryAt ? Math.max(0, connection.retryAt - now()) : null,
         stack: metrics.stack, expo: metrics.exposure,
-        download: download, imageLoading: download !== 'idle', imageDirty: download === 'again',
+        imageLoading: download !== 'idle', imageDirty: download === 'again',
         imageLoads: images.loads, downloads: images.downloads, imageUrl: shown ? shown.objectUrl : '',
         imageSrc: shown ? shown.url : '', imageId: shown ? shown.id : null, imageAge: images.age(),
         progress: progress && { loaded: progress.loaded, total: progress.total }, stale: overlay.stale,
         fullscreen: controls.fullscreen(), red: look.red, boost: look.boost,
         awake: { wanted: keepAwake.state !== 'off', lock: keepAwake.state === 'lock', video: keepAwake.state === 'video' },
         session: history.session, entries: history.entries.length, liveId: history.liveId,
-        timeline: history.mode, viewIndex: history.mode === 'live' ? -1 : history.index,
+        viewIndex: history.mode === 'live' ? -1 : history.index,
         newer: history.newer, playing: history.mode === 'playing'
       };
     }
@@ -951,7 +929,7 @@
   overlay.update();
   if (location.protocol === 'http:' || location.protocol === 'https:') {
     connection.start();                   // once open: history.json, then the image
-    setTimeout(function () {              // a socket slow to open leaves no empty page meanwhile
+    setTimeout(function () {              // nor an empty page while a socket is slow to open
       if (connection.state !== 'live' && !images.loads && images.state() === 'idle') history.read();
     }, 1500);
     keepAwake.engage();
