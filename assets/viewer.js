@@ -15,7 +15,7 @@
     byId(id).addEventListener('click', function (event) {
       event.preventDefault();
       action();
-      if (event.detail) this.blur();      // clicked with a pointer: no focus ring left behind
+      if (event.detail) this.blur();      // no focus ring after a pointer's click
     });
   }
 
@@ -30,7 +30,7 @@
 
   /* One request in flight (weak Wi-Fi): asked again meanwhile, it fetches what is wanted
      once that one ends. spec: next, fetch(job, done), answer(job, answer, askedAgain), dropStale. */
-  function SingleFlight(spec) {
+  function createSingleFlight(spec) {
     var flight = { state: 'idle', ask: ask };     // 'idle' | 'busy' | 'again'
     function ask() {
       if (flight.state !== 'idle') { flight.state = 'again'; return; }
@@ -51,8 +51,7 @@
   function readJson(url, cache, done) {
     fetch(url, { cache: cache }).then(function (response) {
       return response.status === 404 ? {} : response.ok ? response.json() : null;
-    }).then(function (data) { done(data && typeof data === 'object' ? data : null); },
-      function () { done(null); });
+    }).then(done, function () { done(null); });
   }
 
   /* Zoom relative to the fitted size and the image point (0..1) mid-screen: both outlive an image. */
@@ -195,7 +194,7 @@
     return { canvas: !!context, boostLevels: GAIN.length - 1, replace: replace, setLook: setLook };
   }
 
-  /* Night vision, remembered. */
+  /* Night vision (red-only, boost), remembered. */
   function createLook(picture) {
     var look = {
       red: preferences.read('red') === '1',
@@ -230,7 +229,7 @@
   function createHistory() {
     var history = { session: null, entries: [], liveId: null, mode: 'live', index: -1, newer: 0, onChange: nothing };
     var announced = null, announcedTimer = 0, webGeneration = 0;
-    var reads = SingleFlight({
+    var reads = createSingleFlight({
       next: function () { return 'history.json'; },
       fetch: function (url, done) { readJson(url, 'no-cache', done); },
       answer: function (url, data) {
@@ -265,7 +264,7 @@
 
     history.addEntry = function (entry) {
       if (!valid(entry)) return;
-      if (entry.session !== undefined && entry.session !== history.session) {    // a new session
+      if (entry.session !== undefined && entry.session !== history.session) {
         history.session = entry.session;
         history.entries = [];
         setLive();
@@ -337,7 +336,7 @@
     };
     var link = byId('download'), retryTimer = 0, retryDelay = FIRST_RETRY, lastModified = 0;
     var waitingForVisible = false;
-    var flight = SingleFlight({ next: next, fetch: download, answer: answered });
+    var flight = createSingleFlight({ next: nextDownload, fetch: download, answer: answered });
 
     images.state = function () { return flight.state; };
     images.request = function () {
@@ -356,10 +355,11 @@
       return shown && shown.modified ? Math.max(0, now() - shown.skew - shown.modified) : null;
     };
 
-    function next() {
+    function nextDownload() {
       var target = wanted();
-      if (images.shown && images.shown.key === target.key) { images.onWantedShown(); return null; }
-      return target;
+      if (!images.shown || images.shown.key !== target.key) return target;
+      images.onWantedShown();             // already on screen: nothing to fetch
+      return null;
     }
 
     function download(target, done) {
@@ -402,7 +402,9 @@
       var element = new Image();
       element.decoding = 'sync';          // decoded at the size drawn
       element.alt = 'Live stacked image';
-      element.onload = function () { done(element.naturalWidth && element, element.naturalWidth, element.naturalHeight); };
+      element.onload = function () {
+        done(element.naturalWidth ? element : null, element.naturalWidth, element.naturalHeight);
+      };
       element.onerror = function () { done(null); };
       element.src = objectUrl;
     }
@@ -440,10 +442,10 @@
     return images;
   }
 
-  /* Stack size and exposure from data.json; none without one. */
+  /* data.json: no figures shown without one. */
   function createMetrics() {
     var metrics = { stack: null, exposure: null, onChange: nothing };
-    metrics.read = SingleFlight({
+    metrics.read = createSingleFlight({
       next: function () { return 'data.json'; },
       fetch: function (url, done) { readJson(url, 'no-store', done); },
       answer: function (url, data) {
@@ -526,7 +528,6 @@
     return connection;
   }
 
-  /* The overlay: state, the image's age, download progress, figures. */
   function createOverlay(images, connection, history, metrics) {
     var STALE_AFTER = 120000;
     var STATE_TEXT = {
@@ -679,7 +680,6 @@
     return { update: update, playNext: playNext };
   }
 
-  /* Pointers, wheel, keys, zoom and full screen. */
   function createControls(stage, view) {
     var STEP = 2, pointers = [], lastTap = null, lastPointerType = 'mouse';
     var pinch = null;                     // the first two pointers' distance and midpoint
@@ -853,12 +853,15 @@
       var wanted = keepAwake.state === 'off';
       preferences.write('awake', wanted ? 1 : 0);
       setState(wanted ? 'wanted' : 'off');
-      if (wanted) return keepAwake.engage();
-      if (lock) lock.release();
-      lock = null;
-      if (video) video.pause();
+      if (wanted) {
+        keepAwake.engage();
+      } else {
+        if (lock) lock.release();
+        lock = null;
+        if (video) video.pause();
+      }
     });
-    // iOS plays only from a gesture.
+    // iOS plays the video only from a gesture: any tap may start it.
     document.addEventListener('click', keepAwake.engage, true);
     document.addEventListener('touchend', keepAwake.engage, true);
     document.addEventListener('visibilitychange', keepAwake.engage);
