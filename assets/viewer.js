@@ -1,767 +1,943 @@
-/* alsserve live viewer: the latest stacked image, zoom/pan, live over ws, history. */
+/* SPDX-License-Identifier: MIT */
+/* alsserve's viewer: the newest stacked image, live, and the night's history.
+   One module per concern, joined at the end. */
 (function () {
   'use strict';
 
-  var MIN_ZOOM = 0.25, MAX_ZOOM = 20, STEP = 2;
-  // Reconnect delays (ms): quick at first, the astronomer restarts within seconds.
-  var RETRY = [500, 1000, 1000, 2000, 2000, 3000, 5000, 8000, 13000, 20000, 30000];
-  var STALE_MIN = 120000;   // stale: no new image for 2 min (or 3 usual intervals)
-  var PLAY_STEP = 250;      // time-lapse: 4 frames/s when frames load that fast
-  var PLAY_HOLD = 1000;     // pause on the newest frame before looping
-  // Boost levels: brightness (the image drawn again, added) and, without a
-  // canvas, CSS filters (WPE does not draw CSS filters on a canvas).
-  var GAIN = [1, 1.5, 2.2, 3.2];
-  var BOOST = ['', 'brightness(1.5) contrast(1.15)', 'brightness(2.2) contrast(1.3)',
-    'brightness(3.2) contrast(1.5)'];
-  var STATE_TEXT = {
-    connecting: 'connecting\u2026', live: 'live', reconnecting: 'reconnecting\u2026',
-    stopped: 'Image server stopped', offline: 'offline'
+  function byId(id) { return document.getElementById(id); }
+  function clamp(value, low, high) { return value < low ? low : value > high ? high : value; }
+  function now() { return Date.now(); }
+  function nothing() {}
+  function show(element, visible) { element.hidden = !visible; }
+  function setText(element, text) { if (element.textContent !== text) element.textContent = text; }
+
+  function onClick(id, action) {
+    byId(id).addEventListener('click', function (event) {
+      event.preventDefault();
+      action();
+      if (event.detail) this.blur();      // no focus ring after a pointer's click
+    });
+  }
+
+  var preferences = {                     // private browsing may refuse localStorage
+    read: function (name) {
+      try { return localStorage.getItem('alsserve.' + name); } catch (error) { return null; }
+    },
+    write: function (name, value) {
+      try { localStorage.setItem('alsserve.' + name, String(value)); } catch (error) { /* not kept */ }
+    }
   };
 
-  function $(id) { return document.getElementById(id); }
-  function clamp(v, lo, hi) { return v < lo ? lo : v > hi ? hi : v; }
-  function now() { return Date.now(); }
-  function show(el, on) { el.hidden = !on; }
-  function setText(el, t) { if (el.textContent !== t) el.textContent = t; }
-  function load(k) { try { return localStorage.getItem('alsserve.' + k); } catch (e) { return null; } }
-  function save(k, v) { try { localStorage.setItem('alsserve.' + k, String(v)); } catch (e) { /* private mode */ } }
-
-  var body = document.body, stage = $('stage'), dl = $('download'), connEl = $('conn');
-  var stackEl = $('stack'), expoEl = $('expo'), metricsEl = $('metrics'), ageEl = $('age');
-  var progEl = $('progress'), pbarEl = $('pbar'), ptextEl = $('ptext'), retryBox = $('retrybox');
-
-  /* ---------- view */
-  // zoom is relative to the fitted size; (cx, cy) is the image point (0..1) at
-  // the viewport centre. Both survive image swaps (live, scrubbing, playing).
-  var pic = null, nw = 0, nh = 0, vw = 1, vh = 1, zoom = 1, cx = 0.5, cy = 0.5;
-  // The image is decoded once into an ImageBitmap and drawn into a canvas the
-  // size of the screen; a replaced bitmap is closed at once, so the page holds
-  // one decoded image (with <img> the browser keeps recent decoded copies).
-  // Browsers without createImageBitmap show an <img>.
-  // #view is an empty box where the image is (geometry for scripts and tests).
-  var cv = window.createImageBitmap ? document.createElement('canvas') : null;
-  var g = cv && cv.getContext('2d'), drawing = false, box = document.createElement('div');
-  if (g) { cv.id = 'pic'; box.id = 'view'; stage.appendChild(cv); stage.appendChild(box); } else cv = null;
-
-  function measure() {
-    vw = stage.clientWidth || window.innerWidth || 1;
-    vh = stage.clientHeight || window.innerHeight || 1;
-  }
-  function fitScale() { return nw && nh ? Math.min(vw / nw, vh / nh) : 1; }
-  function scale() { return fitScale() * zoom; }
-
-  function render() {
-    if (!pic) return;
-    var s = scale();
-    var tx = vw / 2 - cx * nw * s, ty = vh / 2 - cy * nh * s;
-    (cv ? box : pic).style.transform = 'translate(' + tx.toFixed(2) + 'px,' + ty.toFixed(2) + 'px) scale(' + s.toPrecision(8) + ')';
-    if (cv && !drawing) { drawing = true; requestAnimationFrame(draw); }   // one draw a frame
-  }
-
-  function draw() {
-    drawing = false;
-    var d = window.devicePixelRatio || 1, w = Math.round(vw * d), h = Math.round(vh * d), s = scale();
-    if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; }
-    g.setTransform(1, 0, 0, 1, 0, 0);
-    g.clearRect(0, 0, w, h);
-    if (!pic) return;
-    g.imageSmoothingQuality = 'medium';
-    g.setTransform(s * d, 0, 0, s * d, (vw / 2 - cx * nw * s) * d, (vh / 2 - cy * nh * s) * d);
-    g.drawImage(pic, 0, 0);
-    g.globalCompositeOperation = 'lighter';
-    for (var k = GAIN[boost] - 1; k > 0; k--) { g.globalAlpha = Math.min(1, k); g.drawImage(pic, 0, 0); }
-    g.globalAlpha = 1;
-    if (red) {   // red-only: grey (saturation blend), then times red; on the image only
-      g.globalCompositeOperation = 'saturation'; g.fillStyle = '#888'; g.fillRect(0, 0, nw, nh);
-      g.globalCompositeOperation = 'multiply'; g.fillStyle = '#f00'; g.fillRect(0, 0, nw, nh);
-    }
-    g.globalCompositeOperation = 'source-over';
-  }
-
-  function setView(z, x, y) {
-    zoom = clamp(z, MIN_ZOOM, MAX_ZOOM);
-    if (Math.abs(zoom - 1) < 1e-9) zoom = 1;
-    cx = clamp(x, 0, 1);
-    cy = clamp(y, 0, 1);
-    render();
-  }
-
-  // Zoom by factor f keeping the image point under viewport pixel (px, py) fixed.
-  function zoomAt(f, px, py) {
-    if (!nw) return;
-    if (px == null) { px = vw / 2; py = vh / 2; }
-    var s = scale();
-    var ux = cx + (px - vw / 2) / (nw * s), uy = cy + (py - vh / 2) / (nh * s);
-    var z = clamp(zoom * f, MIN_ZOOM, MAX_ZOOM), s2 = fitScale() * z;
-    setView(z, ux - (px - vw / 2) / (nw * s2), uy - (py - vh / 2) / (nh * s2));
-  }
-
-  function pan(dx, dy) {
-    if (!nw) return;
-    var s = scale();
-    setView(zoom, cx - dx / (nw * s), cy - dy / (nh * s));
-  }
-
-  function home() { setView(1, 0.5, 0.5); }
-
-  function onResize() { measure(); render(); }
-  window.addEventListener('resize', onResize);
-  window.addEventListener('orientationchange', onResize);
-  if (window.ResizeObserver) new ResizeObserver(onResize).observe(stage);
-  measure();
-
-  /* ---------- input */
-  var pointers = new Map(), pinch = null, multi = false, lastTap = null, lastType = 'mouse';
-
-  function pinchInfo() {
-    var it = pointers.values(), a = it.next().value, b = it.next().value;
-    return { d: Math.max(1, Math.hypot(a.x - b.x, a.y - b.y)), x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
-  }
-
-  stage.addEventListener('pointerdown', function (e) {
-    lastType = e.pointerType || 'mouse';
-    if (lastType === 'mouse' && e.button !== 0) return;
-    try { stage.setPointerCapture(e.pointerId); } catch (err) { /* synthetic pointer */ }
-    pointers.set(e.pointerId, { x: e.clientX, y: e.clientY, sx: e.clientX, sy: e.clientY, t: now() });
-    if (pointers.size === 1) multi = false;
-    if (pointers.size >= 2) { multi = true; pinch = pinchInfo(); }
-    stage.classList.add('drag');
-    rouse();
-    e.preventDefault();
-  });
-
-  stage.addEventListener('pointermove', function (e) {
-    var p = pointers.get(e.pointerId);
-    if (!p) return;
-    var dx = e.clientX - p.x, dy = e.clientY - p.y;
-    p.x = e.clientX; p.y = e.clientY;
-    if (pointers.size === 1) {
-      pan(dx, dy);
-    } else if (pinch) {
-      var n = pinchInfo();
-      pan(n.x - pinch.x, n.y - pinch.y);
-      zoomAt(n.d / pinch.d, n.x, n.y);
-      pinch = n;
-    }
-    e.preventDefault();
-  });
-
-  function pointerEnd(e) {
-    var p = pointers.get(e.pointerId);
-    if (!p) return;
-    pointers.delete(e.pointerId);
-    pinch = pointers.size >= 2 ? pinchInfo() : null;
-    if (!pointers.size) stage.classList.remove('drag');
-    // double tap (touch): two short taps close together, one finger each
-    if (e.type === 'pointerup' && e.pointerType === 'touch' && !multi && !pointers.size &&
-        now() - p.t < 350 && Math.hypot(e.clientX - p.sx, e.clientY - p.sy) < 12) {
-      var t = now();
-      if (lastTap && t - lastTap.t < 400 && Math.hypot(e.clientX - lastTap.x, e.clientY - lastTap.y) < 40) {
-        zoomAt(STEP, e.clientX, e.clientY);
-        lastTap = null;
-      } else {
-        lastTap = { t: t, x: e.clientX, y: e.clientY };
-      }
-    }
-  }
-  stage.addEventListener('pointerup', pointerEnd);
-  stage.addEventListener('pointercancel', pointerEnd);
-  stage.addEventListener('lostpointercapture', function (e) { if (e.isTrusted) pointerEnd(e); });
-
-  stage.addEventListener('dblclick', function (e) {
-    e.preventDefault();
-    if (lastType === 'touch') return; // handled as a double tap
-    zoomAt(e.shiftKey ? 1 / STEP : STEP, e.clientX, e.clientY);
-  });
-
-  stage.addEventListener('wheel', function (e) {
-    e.preventDefault();
-    var d = e.deltaY;
-    if (e.deltaMode === 1) d *= 16; else if (e.deltaMode === 2) d *= vh;
-    d = clamp(d * (e.ctrlKey ? 4 : 1), -400, 400); // ctrl: trackpad pinch
-    zoomAt(Math.exp(-d * 0.0025), e.clientX, e.clientY);
-    rouse();
-  }, { passive: false });
-
-  // Safari's own pinch gestures would zoom the page instead of the image
-  ['gesturestart', 'gesturechange'].forEach(function (n) {
-    document.addEventListener(n, function (e) { e.preventDefault(); });
-  });
-  stage.addEventListener('contextmenu', function (e) { e.preventDefault(); });
-
-  /* ---------- full screen */
-  var root = document.documentElement;
-  function fsElement() { return document.fullscreenElement || document.webkitFullscreenElement || null; }
-  function toggleFullscreen() {
-    var target = fsElement() ? document : root;
-    var fn = target === document ? document.exitFullscreen || document.webkitExitFullscreen
-      : root.requestFullscreen || root.webkitRequestFullscreen;
-    var r = fn ? fn.call(target) : null;
-    if (r && r.catch) r.catch(function () { });
-  }
-  if (!(document.fullscreenEnabled || document.webkitFullscreenEnabled)) $('fullpage').classList.add('off');
-
-  function button(id, fn) {
-    $(id).addEventListener('click', function (e) {
-      e.preventDefault(); fn(); rouse();
-      if (e.detail) this.blur(); // a pointer click leaves no focus ring behind
-    });
-  }
-  button('zoomin', function () { zoomAt(STEP); });
-  button('zoomout', function () { zoomAt(1 / STEP); });
-  button('home', home);
-  button('fullpage', toggleFullscreen);
-
-  document.addEventListener('keydown', function (e) {
-    if (e.ctrlKey || e.metaKey || e.altKey) return;
-    if (e.target && e.target.id === 'scrub' && /Arrow|Home|End|Page/.test(e.key)) return;
-    var k = e.key, step = 0.1;
-    if (k === '+' || k === '=') zoomAt(STEP);
-    else if (k === '-' || k === '_') zoomAt(1 / STEP);
-    else if (k === '0') home();
-    else if (k === 'f' || k === 'F') toggleFullscreen();
-    else if (k === 'ArrowLeft') pan(vw * step, 0);
-    else if (k === 'ArrowRight') pan(-vw * step, 0);
-    else if (k === 'ArrowUp') pan(0, vh * step);
-    else if (k === 'ArrowDown') pan(0, -vh * step);
-    else return;
-    e.preventDefault();
-    rouse();
-  });
-
-  // dim the controls after a while without input; any change of state undims
-  var idleTimer = 0;
-  function rouse() {
-    body.classList.remove('idle');
-    clearTimeout(idleTimer);
-    idleTimer = setTimeout(function () { body.classList.add('idle'); }, 6000);
-  }
-  document.addEventListener('pointermove', rouse, { passive: true });
-  document.addEventListener('pointerdown', rouse, { passive: true });
-  rouse();
-
-  /* ---------- night vision display */
-  var red = load('red') === '1', boost = clamp(parseInt(load('boost'), 10) || 0, 0, 3);
-
-  function applyLook() {
-    var css = red && !cv;   // without a canvas: a grey image times a red layer
-    stage.style.filter = cv ? '' : BOOST[boost] + (css ? ' grayscale(1)' : '');
-    $('redlayer').hidden = !css;
-    render();
-    $('red').setAttribute('aria-pressed', red);
-    var b = $('boost');
-    b.setAttribute('aria-pressed', boost > 0);
-    b.setAttribute('data-level', boost ? boost : '');
-    b.setAttribute('aria-label', 'Boost faint objects' + (boost ? ' (level ' + boost + ' of 3)' : ''));
-  }
-  button('red', function () { red = !red; save('red', red ? 1 : 0); applyLook(); });
-  button('boost', function () { boost = (boost + 1) % 4; save('boost', boost); applyLook(); });
-  applyLook();
-
-  /* ---------- keep awake */
-  // Off until asked for (battery, and a lit screen at a star party bothers
-  // others); the choice is remembered. Screen Wake Lock where the browser has
-  // it (secure contexts), else a video that plays: Blink counts a visible,
-  // large, playing video (ours covers the page, under the image); WebKit only
-  // an unmuted one with an audio track (silent) that loops by seeking.
-  var awakeWanted = load('awake') === '1', sentinel = null, vid = null, requesting = false;
-  var apple = /Apple/.test(navigator.vendor || '');
-
-  function awakeHeld() { return !!sentinel || !!(vid && !vid.paused); }
-  function awakeUi() {
-    var a = $('awake');
-    a.setAttribute('aria-pressed', awakeWanted);
-    a.classList.toggle('held', awakeWanted && awakeHeld());
-  }
-
-  function engage() {
-    if (!awakeWanted || document.hidden || awakeHeld() || requesting) return;
-    if (navigator.wakeLock && navigator.wakeLock.request) {
-      requesting = true;
-      navigator.wakeLock.request('screen').then(function (s) {
-        requesting = false;
-        if (!awakeWanted) { s.release(); return; }
-        sentinel = s;
-        s.addEventListener('release', function () { if (sentinel === s) sentinel = null; awakeUi(); });
-        awakeUi();
-      }, function () { requesting = false; playVideo(); });
-    } else {
-      playVideo();
-    }
-  }
-
-  function playVideo() {
-    if (!awakeWanted) return;
-    if (!vid) {
-      vid = document.createElement('video');
-      vid.id = 'awakevid';
-      vid.muted = !apple;
-      vid.setAttribute('playsinline', '');
-      vid.setAttribute('aria-hidden', 'true');
-      vid.preload = 'auto';
-      vid.addEventListener('timeupdate', function () {
-        if (vid.duration && vid.currentTime > vid.duration - 2) vid.currentTime = 0;
+  /* One request in flight (weak Wi-Fi): asked again meanwhile, it fetches what is wanted
+     once that one ends. spec: next, fetch(job, done), answer(job, answer, askedAgain), dropStale. */
+  function createSingleFlight(spec) {
+    var flight = { state: 'idle', ask: ask };     // 'idle' | 'busy' | 'again'
+    function ask() {
+      if (flight.state !== 'idle') { flight.state = 'again'; return; }
+      var job = spec.next();
+      if (job === null) return;
+      flight.state = 'busy';
+      spec.fetch(job, function (answer) {
+        var askedAgain = flight.state === 'again';
+        flight.state = 'idle';
+        if (!askedAgain || !spec.dropStale) spec.answer(job, answer, askedAgain);
+        if (askedAgain && flight.state === 'idle') ask();
       });
-      vid.addEventListener('ended', function () { vid.currentTime = 0; vid.play(); });
-      vid.addEventListener('playing', awakeUi);
-      vid.addEventListener('pause', awakeUi);
-      vid.src = 'keepawake.mp4';
-      body.insertBefore(vid, body.firstChild);
     }
-    var p = vid.play();
-    if (p && p.then) p.then(awakeUi, awakeUi); // refused without a tap: the next tap retries
+    return flight;
   }
 
-  function release() {
-    if (sentinel) { var s = sentinel; sentinel = null; s.release(); }
-    if (vid) vid.pause();
-    awakeUi();
+  // A missing file reads as {}, a failure as null.
+  function readJson(url, cache, done) {
+    fetch(url, { cache: cache }).then(function (response) {
+      return response.status === 404 ? {} : response.ok ? response.json() : null;
+    }).then(done, function () { done(null); });
   }
 
-  button('awake', function () {
-    awakeWanted = !awakeWanted;
-    save('awake', awakeWanted ? 1 : 0);
-    if (awakeWanted) engage(); else release();
-    awakeUi();
-  });
-  // iOS plays the video only from a gesture: any tap re-arms a wanted lock
-  document.addEventListener('click', function () { engage(); }, true);
-  document.addEventListener('touchend', function () { engage(); }, true);
-  awakeUi();
-
-  /* ---------- image downloads */
-  // Policy: at most one download in flight, never aborted for a newer image
-  // (restarting could starve on weak Wi-Fi). Announcements during a download
-  // only mark the target; when it ends, its image is shown (newer than what
-  // was on screen), then one more download fetches the newest known target.
-  // So any number of announcements during one download cost 2 downloads.
-  // Each image is downloaded to a Blob; the replaced one's object URL is
-  // revoked and its element dropped, so the page holds one decoded image.
-  var shown = null;        // {key, blobUrl, src, id, mod, at, skew, etag}
-  var xhr = null, xhrKey = '', dirty = false, hiddenPending = false;
-  var loads = 0, downloads = 0, failures = 0, retryTimer = 0, retryDelay = 2000;
-  var webGen = 0, prog = null, intervals = 0, lastMod = 0;
-
-  function target() {
-    var f = viewIdx >= 0 ? frames[viewIdx] : liveFrame();
-    if (f) return { key: 'f' + f.id, src: f.url, id: f.id, name: 'frame-' + f.id + '.jpg' };
-    return { key: 'w' + webGen, src: 'web_image.jpg', id: null, name: 'web_image.jpg' };
-  }
-
-  function requestImage() {
-    clearTimeout(retryTimer); retryTimer = 0;
-    if (document.hidden) { hiddenPending = true; return; }
-    var t = target();
-    if (xhr) { if (t.key !== xhrKey) dirty = true; return; }
-    if (shown && shown.key === t.key) { playNext(); return; }
-    download(t);
-  }
-
-  function download(t) {
-    var r = new XMLHttpRequest(), done = false;
-    xhr = r; xhrKey = t.key; dirty = false; downloads++;
-    prog = { loaded: 0, total: 0, start: now() };
-    r.open('GET', t.src);
-    r.responseType = 'blob';
-    r.onprogress = function (e) {
-      if (xhr !== r) return;
-      prog.loaded = e.loaded; prog.total = e.lengthComputable ? e.total : 0;
-      showProgress();
+  /* Zoom relative to the fitted size and the image point (0..1) mid-screen: both outlive an image. */
+  function createView(stage) {
+    var MIN_ZOOM = 0.25, MAX_ZOOM = 20;
+    var view = {
+      zoom: 1, centerX: 0.5, centerY: 0.5, imageWidth: 0, imageHeight: 0, width: 1, height: 1,
+      onChange: nothing
     };
-    function fail() { if (!done) { done = true; finish(false); } }
-    r.onerror = r.onabort = r.ontimeout = fail;
-    r.onload = function () {
-      if (r.status !== 200 || !r.response) { fail(); return; }
-      var etag = r.getResponseHeader('ETag');
-      var mod = Date.parse(r.getResponseHeader('Last-Modified') || '');
-      var date = Date.parse(r.getResponseHeader('Date') || '');
-      var meta = { key: t.key, src: t.src, id: t.id, name: t.name, etag: etag, mod: mod,
-        at: now(), skew: isNaN(date) ? 0 : now() - date };
-      if (shown && etag && shown.etag === etag && shown.src === t.src) { // unchanged (304)
-        shown.key = t.key; done = true; finish(true, true); return;
+    view.measure = function () {
+      view.width = stage.clientWidth || window.innerWidth || 1;
+      view.height = stage.clientHeight || window.innerHeight || 1;
+    };
+    view.fitScale = function () {
+      return view.imageWidth ? Math.min(view.width / view.imageWidth, view.height / view.imageHeight) : 1;
+    };
+    view.scale = function () { return view.fitScale() * view.zoom; };
+    view.left = function () { return view.width / 2 - view.centerX * view.imageWidth * view.scale(); };
+    view.top = function () { return view.height / 2 - view.centerY * view.imageHeight * view.scale(); };
+    view.set = function (zoom, centerX, centerY) {
+      view.zoom = clamp(zoom, MIN_ZOOM, MAX_ZOOM);
+      if (Math.abs(view.zoom - 1) < 1e-9) view.zoom = 1;
+      view.centerX = clamp(centerX, 0, 1);
+      view.centerY = clamp(centerY, 0, 1);
+      view.onChange();
+    };
+    // The image point under (x, y) stays there.
+    view.zoomAt = function (factor, x, y) {
+      if (!view.imageWidth) return;
+      if (x == null) { x = view.width / 2; y = view.height / 2; }
+      var dx = x - view.width / 2, dy = y - view.height / 2, before = view.scale();
+      var zoom = clamp(view.zoom * factor, MIN_ZOOM, MAX_ZOOM), after = view.fitScale() * zoom;
+      view.set(zoom, view.centerX + dx / (view.imageWidth * before) - dx / (view.imageWidth * after),
+        view.centerY + dy / (view.imageHeight * before) - dy / (view.imageHeight * after));
+    };
+    view.pan = function (dx, dy) {
+      if (!view.imageWidth) return;
+      var scale = view.scale();
+      view.set(view.zoom, view.centerX - dx / (view.imageWidth * scale), view.centerY - dy / (view.imageHeight * scale));
+    };
+    view.home = function () { view.set(1, 0.5, 0.5); };
+    view.setImageSize = function (width, height) {
+      view.imageWidth = width;
+      view.imageHeight = height;
+      view.measure();
+    };
+
+    function resized() { view.measure(); view.onChange(); }
+    window.addEventListener('resize', resized);
+    window.addEventListener('orientationchange', resized);
+    if (window.ResizeObserver) new ResizeObserver(resized).observe(stage);
+    view.measure();
+    return view;
+  }
+
+  /* One decoded image, for flat memory: an ImageBitmap drawn into a screen-sized canvas, the
+     previous one closed (an <img> kept decoded copies). #view: where the image is. */
+  function createPicture(stage, view) {
+    var GAIN = [1, 1.5, 2.2, 3.2];        // boost: the image added onto itself
+    var canvas = document.createElement('canvas'), box = document.createElement('div');
+    var context = window.createImageBitmap ? canvas.getContext('2d') : null;
+    var image = null, red = false, boost = 0, drawQueued = false;
+
+    if (context) {
+      canvas.id = 'pic';
+      box.id = 'view';
+      stage.appendChild(canvas);
+      stage.appendChild(box);
+    }
+
+    function render() {
+      if (!image) return;
+      (context ? box : image).style.transform = 'translate(' + view.left().toFixed(2) + 'px,' +
+        view.top().toFixed(2) + 'px) scale(' + view.scale().toPrecision(8) + ')';
+      if (context && !drawQueued) { drawQueued = true; requestAnimationFrame(draw); }
+    }
+
+    function draw() {
+      drawQueued = false;
+      var ratio = window.devicePixelRatio || 1, scale = view.scale() * ratio;
+      var width = Math.round(view.width * ratio), height = Math.round(view.height * ratio);
+      if (canvas.width !== width || canvas.height !== height) { canvas.width = width; canvas.height = height; }
+      context.setTransform(1, 0, 0, 1, 0, 0);
+      context.clearRect(0, 0, width, height);
+      if (!image) return;
+      context.imageSmoothingQuality = 'medium';
+      context.setTransform(scale, 0, 0, scale, view.left() * ratio, view.top() * ratio);
+      context.drawImage(image, 0, 0);
+      // drawn, not filtered: WPE draws no CSS filter on a canvas, WebKitGTK no SVG filter
+      context.globalCompositeOperation = 'lighter';
+      for (var extra = GAIN[boost] - 1; extra > 0; extra--) {
+        context.globalAlpha = Math.min(1, extra);
+        context.drawImage(image, 0, 0);
       }
-      var url = URL.createObjectURL(r.response), im;
-      done = true;
-      function bad() { URL.revokeObjectURL(url); finish(false); }
-      if (cv) {
-        createImageBitmap(r.response).then(function (b) { swap(b, b.width, b.height, url, meta); finish(true); }, bad);
+      context.globalAlpha = 1;
+      if (red) {                          // grey, then times red
+        context.globalCompositeOperation = 'saturation';
+        context.fillStyle = '#888';
+        context.fillRect(0, 0, view.imageWidth, view.imageHeight);
+        context.globalCompositeOperation = 'multiply';
+        context.fillStyle = '#f00';
+        context.fillRect(0, 0, view.imageWidth, view.imageHeight);
+      }
+      context.globalCompositeOperation = 'source-over';
+    }
+
+    function replace(next, width, height) {
+      var previous = image;
+      image = next;
+      view.setImageSize(width, height);
+      if (context) {
+        box.style.width = width + 'px';
+        box.style.height = height + 'px';
+        render();
+        draw();
+        if (previous) previous.close();
+      } else {
+        next.id = 'view';
+        next.setAttribute('width', width);
+        next.setAttribute('height', height);
+        render();                         // placed before it shows
+        if (previous) {
+          stage.replaceChild(next, previous);
+          previous.removeAttribute('src');
+        } else stage.appendChild(next);
+      }
+    }
+
+    function setLook(redOnly, boostLevel) {
+      red = redOnly;
+      boost = boostLevel;
+      if (!context) {                     // CSS filters, and a red layer multiplying a grey image
+        stage.style.filter = (boost ? 'brightness(' + GAIN[boost] + ') ' : '') + (red ? 'grayscale(1)' : '');
+        show(byId('redlayer'), red);
+      }
+      render();
+    }
+
+    view.onChange = render;
+    return { canvas: !!context, boostLevels: GAIN.length - 1, replace: replace, setLook: setLook };
+  }
+
+  /* Night vision (red-only, boost), remembered. */
+  function createLook(picture) {
+    var look = {
+      red: preferences.read('red') === '1',
+      boost: clamp(parseInt(preferences.read('boost'), 10) || 0, 0, picture.boostLevels)
+    };
+    var redButton = byId('red'), boostButton = byId('boost');
+
+    function apply() {
+      picture.setLook(look.red, look.boost);
+      redButton.setAttribute('aria-pressed', look.red);
+      boostButton.setAttribute('aria-pressed', look.boost > 0);
+      boostButton.setAttribute('data-level', look.boost || '');
+      boostButton.setAttribute('aria-label', 'Boost faint objects' +
+        (look.boost ? ' (level ' + look.boost + ' of ' + picture.boostLevels + ')' : ''));
+    }
+    onClick('red', function () {
+      look.red = !look.red;
+      preferences.write('red', look.red ? 1 : 0);
+      apply();
+    });
+    onClick('boost', function () {
+      look.boost = (look.boost + 1) % (picture.boostLevels + 1);
+      preferences.write('boost', look.boost);
+      apply();
+    });
+    apply();
+    return look;
+  }
+
+  /* The session's entries: history.json, then history_entry messages (live with the next new_image).
+     mode: 'live', 'past' (an older entry) or 'playing'. */
+  function createHistory() {
+    var history = { session: null, entries: [], liveId: null, mode: 'live', index: -1, newer: 0, onChange: nothing };
+    var announced = null, announcedTimer = 0, webGeneration = 0;
+    var reads = createSingleFlight({
+      next: function () { return 'history.json'; },
+      fetch: function (url, done) { readJson(url, 'no-cache', done); },
+      answer: function (url, data) {
+        if (data) apply(data);
+        history.onChange();
+      },
+      dropStale: true
+    });
+
+    function valid(entry) { return entry && typeof entry.id === 'number' && typeof entry.url === 'string'; }
+    function setLive() {
+      history.mode = 'live';
+      history.index = -1;
+      history.newer = 0;
+    }
+    history.indexOf = function (id) {
+      for (var i = history.entries.length - 1; i >= 0; i--) if (history.entries[i].id === id) return i;
+      return -1;
+    };
+    history.shownEntry = function () { return history.mode === 'live' ? null : history.entries[history.index]; };
+
+    function apply(data) {
+      var kept = history.shownEntry();
+      history.session = data.session == null ? null : data.session;
+      history.entries = (data.entries instanceof Array ? data.entries : []).filter(function (entry) {
+        return valid(entry) && (entry.session === undefined || entry.session === history.session);
+      });
+      history.liveId = typeof data.live === 'number' ? data.live : null;
+      if (kept) history.index = history.indexOf(kept.id);
+      if (history.index < 0 || history.entries.length < 2) setLive();
+    }
+
+    history.addEntry = function (entry) {
+      if (!valid(entry)) return;
+      if (entry.session !== undefined && entry.session !== history.session) {
+        history.session = entry.session;
+        history.entries = [];
+        setLive();
+      }
+      var last = history.entries[history.entries.length - 1];
+      if (!last || entry.id > last.id) history.entries.push(entry);
+      announced = entry;
+      clearTimeout(announcedTimer);      // should the new_image be lost, act anyway
+      announcedTimer = setTimeout(function () { if (announced) history.newImage(); }, 1500);
+      if (reads.state !== 'idle') reads.ask();    // the answer on its way may predate it
+    };
+
+    history.newImage = function () {
+      clearTimeout(announcedTimer);
+      if (announced) {
+        history.liveId = announced.id;
+        announced = null;
+        if (history.mode !== 'live') history.newer++;
+        history.onChange();
+      } else {                            // changed outside the history, or none
+        history.liveId = null;
+        webGeneration++;
+        history.onChange();
+        reads.ask();
+      }
+    };
+
+    // Subscribed first, then read: nothing published meanwhile is missed.
+    history.connected = function () {
+      announced = null;
+      webGeneration++;
+      reads.ask();
+    };
+    history.read = reads.ask;
+    history.goLive = function () {
+      setLive();
+      history.onChange();
+    };
+    history.goTo = function (index, mode) {
+      if (index < 0 || index >= history.entries.length) return;
+      if (history.mode === 'live') history.newer = 0;
+      history.mode = mode;
+      history.index = index;
+      history.onChange();
+    };
+
+    // The live entry by its immutable URL: caches keep it.
+    history.target = function () {
+      var live = history.mode === 'live';
+      var entry = live ? history.entries[history.indexOf(history.liveId)] : history.shownEntry();
+      if (entry) {
+        return { key: 'entry ' + entry.id, url: entry.url, id: entry.id, live: live,
+          name: 'image-' + entry.url.replace(/^.*\//, '') };
+      }
+      return { key: 'web ' + webGeneration, url: 'web_image.jpg', id: null, live: true, name: 'web_image.jpg' };
+    };
+    return history;
+  }
+
+  /* Downloads, never aborted for a newer image (that starves on weak Wi-Fi): the finished
+     one shows, then the newest. As Blobs: progress, and the download button costs nothing. */
+  function createImages(picture, wanted) {
+    var FIRST_RETRY = 2000, LAST_RETRY = 30000;
+    var images = {
+      shown: null,        // a target, with etag, modified, skew and objectUrl
+      progress: null, loads: 0, downloads: 0,
+      interval: 0,        // between the last two live images: stale after 3
+      onProgress: nothing, onShown: nothing, onWantedShown: nothing
+    };
+    var link = byId('download'), retryTimer = 0, retryDelay = FIRST_RETRY, lastModified = 0;
+    var waitingForVisible = false;
+    var flight = createSingleFlight({ next: nextDownload, fetch: download, answer: answered });
+
+    images.state = function () { return flight.state; };
+    images.request = function () {
+      clearTimeout(retryTimer);
+      retryTimer = 0;
+      if (document.hidden) { waitingForVisible = true; return; }
+      flight.ask();
+    };
+    document.addEventListener('visibilitychange', function () {
+      if (!document.hidden && waitingForVisible) { waitingForVisible = false; images.request(); }
+    });
+
+    // By the server's clock (Date against Last-Modified).
+    images.age = function () {
+      var shown = images.shown;
+      return shown && shown.modified ? Math.max(0, now() - shown.skew - shown.modified) : null;
+    };
+
+    function nextDownload() {
+      var target = wanted();
+      if (!images.shown || images.shown.key !== target.key) return target;
+      images.onWantedShown();             // already on screen: nothing to fetch
+      return null;
+    }
+
+    function download(target, done) {
+      var request = new XMLHttpRequest(), progress = { loaded: 0, total: 0, started: now() };
+      images.downloads++;
+      images.progress = progress;
+      request.open('GET', target.url);
+      request.responseType = 'blob';
+      request.onprogress = function (event) {
+        progress.loaded = event.loaded;
+        progress.total = event.lengthComputable ? event.total : 0;
+        images.onProgress();
+      };
+      request.onerror = request.onabort = request.ontimeout = function () { done(null); };
+      request.onload = function () {
+        if (request.status !== 200 || !request.response) { done(null); return; }
+        var served = Date.parse(request.getResponseHeader('Date')), shown = images.shown;
+        target.etag = request.getResponseHeader('ETag');
+        target.modified = Date.parse(request.getResponseHeader('Last-Modified'));
+        target.skew = isNaN(served) ? 0 : now() - served;
+        if (shown && target.etag && shown.etag === target.etag && shown.url === target.url) {
+          done({ unchanged: true });      // revalidated
+          return;
+        }
+        target.objectUrl = URL.createObjectURL(request.response);
+        decode(request.response, target.objectUrl, function (source, width, height) {
+          if (source) done({ source: source, width: width, height: height });
+          else { URL.revokeObjectURL(target.objectUrl); done(null); }
+        });
+      };
+      request.send();
+    }
+
+    function decode(blob, objectUrl, done) {
+      if (picture.canvas) {
+        createImageBitmap(blob).then(function (bitmap) { done(bitmap, bitmap.width, bitmap.height); },
+          function () { done(null); });
         return;
       }
-      im = new Image();
-      im.decoding = 'sync';     // decoded when drawn, at the size drawn
-      im.alt = 'Live stacked image';
-      im.onload = function () { if (im.naturalWidth) { swap(im, im.naturalWidth, im.naturalHeight, url, meta); finish(true); } else bad(); };
-      im.onerror = bad;
-      im.src = url;
-    };
-    r.send();
-  }
-
-  function swap(p, w, h, url, meta) {
-    var old = pic, oldUrl = shown && shown.blobUrl;
-    nw = w; nh = h; pic = p;
-    measure();
-    if (cv) {
-      box.style.width = w + 'px';
-      box.style.height = h + 'px';
-      render();
-      draw();
-      if (old) old.close();
-    } else {
-      p.id = 'view';
-      p.setAttribute('width', w);
-      p.setAttribute('height', h);
-      render();          // position the new image before it is shown
-      if (old) { stage.replaceChild(p, old); old.removeAttribute('src'); } else stage.appendChild(p);
+      var element = new Image();
+      element.decoding = 'sync';          // decoded at the size drawn
+      element.alt = 'Live stacked image';
+      element.onload = function () {
+        done(element.naturalWidth ? element : null, element.naturalWidth, element.naturalHeight);
+      };
+      element.onerror = function () { done(null); };
+      element.src = objectUrl;
     }
-    if (oldUrl) URL.revokeObjectURL(oldUrl);
-    if (meta.id === liveId || meta.id == null) {   // the live image: learn the usual interval
-      if (lastMod && meta.mod > lastMod) intervals = meta.mod - lastMod;
-      if (meta.mod) lastMod = meta.mod;
-    }
-    meta.blobUrl = url;
-    shown = meta;
-    dl.href = url;
-    dl.setAttribute('download', meta.name);
-  }
 
-  function finish(ok, unchanged) {
-    xhr = null; xhrKey = '';
-    prog = null; showProgress();
-    if (ok) {
-      if (!unchanged) loads++;
-      failures = 0; retryDelay = 2000;
-      refreshMetrics();
-      tick();
-    } else failures++;
-    if (dirty || ok) {
-      dirty = false;
-      var t = target();
-      if (!shown || t.key !== shown.key) { download(t); return; }
-      playNext();
-    } else if (!retryTimer) {
-      retryTimer = setTimeout(requestImage, retryDelay);
-      retryDelay = Math.min(retryDelay * 2, 30000);
-    }
-  }
-
-  function mb(n) { return (n / 1e6).toFixed(n < 1e7 ? 1 : 0) + ' MB'; }
-  function showProgress() {
-    var p = prog, on = !!p && (p.loaded > 0 || now() - p.start > 400);
-    show(progEl, on);
-    if (!on) return;
-    var frac = p.total ? p.loaded / p.total : 0;
-    pbarEl.style.width = (p.total ? Math.round(frac * 100) : 5) + '%';
-    setText(ptextEl, 'new image ' + (p.total ? Math.floor(frac * 100) + '% of ' + mb(p.total) : mb(p.loaded)));
-  }
-
-  // How old the shown image is, by the server's clock (Date vs Last-Modified).
-  function ageMs() {
-    if (!shown || !shown.mod) return null;
-    return Math.max(0, now() - shown.skew - shown.mod);
-  }
-  function staleAfter() { return Math.max(STALE_MIN, 3 * intervals); }
-  function span(ms) {
-    var s = Math.round(ms / 1000);
-    if (s < 60) return s + ' s';
-    if (s < 3600) return Math.floor(s / 60) + ' min';
-    return Math.floor(s / 3600) + ' h ' + Math.floor(s % 3600 / 60) + ' min';
-  }
-  var wasStale = false;
-  function tick() {
-    var a = ageMs(), past = viewIdx >= 0;
-    var stale = a != null && !past && conn === 'live' && a > staleAfter();
-    setText(ageEl, a == null ? '' : past ? 'from the history' : stale ? 'no new image for ' + span(a)
-      : 'updated ' + span(a) + ' ago');
-    ageEl.className = stale ? 'stale' : '';
-    if (stale !== wasStale) { wasStale = stale; rouse(); }
-    body.classList.toggle('calm', conn === 'live' && !stale);
-    if (reconnectAt) setText($('next'), 'next try in ' + Math.max(0, Math.ceil((reconnectAt - now()) / 1000)) + ' s');
-    showProgress();
-  }
-  setInterval(tick, 1000);
-
-  document.addEventListener('visibilitychange', function () {
-    if (document.hidden) return;
-    if (hiddenPending) { hiddenPending = false; requestImage(); }
-    if (!ws && !opening) retryNow();
-    engage();
-  });
-  window.addEventListener('online', function () { if (!ws && !opening) retryNow(); });
-
-  /* ---------- metrics */
-  // Hidden until a data.json exists (a stacker that writes none shows none).
-  var stack = null, expo = null, mLoading = false, mDirty = false;
-
-  function refreshMetrics() {
-    if (mLoading) { mDirty = true; return; }
-    mLoading = true;
-    fetch('data.json', { cache: 'no-store' }).then(function (r) {
-      if (r.status === 404) { stack = expo = null; return null; }
-      if (!r.ok) throw new Error('HTTP ' + r.status);
-      return r.json();
-    }).then(showMetrics, function () { }).then(function () {
-      mLoading = false;
-      if (mDirty) { mDirty = false; refreshMetrics(); }
-    });
-  }
-
-  function showMetrics(d) {
-    if (d && typeof d === 'object') {
-      var n = d.STACK_SIZE, t = d.EXPO;
-      stack = typeof n === 'number' || typeof n === 'string' ? n : null;
-      expo = typeof t === 'string' || typeof t === 'number' ? String(t) : null;
-    }
-    // the figures of the image on screen: a past frame's own, else the live ones
-    var f = frames[viewIdx], s = f ? f.stack_size : stack, e = f ? f.exposure : expo;
-    show(stackEl, s != null);
-    show(expoEl, e != null);
-    setText(stackEl, 'Stack: ' + s);
-    setText(expoEl, 'Expo: ' + e);
-    show(metricsEl, s != null || e != null);
-  }
-
-  /* ---------- history / timeline */
-  // history.json lists the session's frames; "frame" messages add to it. The
-  // live image loads through its immutable frame URL when there is one.
-  var session = null, frames = [], liveId = null, heard = null, heardTimer = 0;
-  var viewIdx = -1, newer = 0, playing = false, playTimer = 0, hLoading = false, hDirty = false;
-  var scrub = $('scrub'), timeline = $('timeline');
-
-  function validFrame(f) { return f && typeof f.id === 'number' && typeof f.url === 'string'; }
-  function frameIndex(id) {
-    for (var i = frames.length - 1; i >= 0; i--) if (frames[i].id === id) return i;
-    return -1;
-  }
-  function liveFrame() { var i = liveId == null ? -1 : frameIndex(liveId); return i < 0 ? null : frames[i]; }
-
-  function readHistory() {
-    if (hLoading) { hDirty = true; return; }
-    hLoading = true;
-    fetch('history.json', { cache: 'no-cache' }).then(function (r) {
-      if (r.status === 404) return { entries: [], live: null };
-      if (!r.ok) throw new Error('HTTP ' + r.status);
-      return r.json();
-    }).then(applyHistory, function () { }).then(function () {
-      hLoading = false;
-      if (hDirty) { hDirty = false; readHistory(); } else requestImage();
-    });
-  }
-
-  function applyHistory(h) {
-    if (!h || typeof h !== 'object') return;
-    var keep = viewIdx >= 0 ? frames[viewIdx] : null;
-    session = h.session == null ? null : h.session;
-    frames = (h.entries instanceof Array ? h.entries : []).filter(function (f) {   // this session's
-      return validFrame(f) && (f.session === undefined || f.session === session);
-    });
-    liveId = typeof h.live === 'number' ? h.live : null;
-    if (keep) { viewIdx = frameIndex(keep.id); if (viewIdx < 0) goLive(); }
-    timelineUi();
-  }
-
-  function onFrame(m) {
-    if (!validFrame(m)) return;
-    if (m.session !== undefined && m.session !== session) { session = m.session; frames = []; if (viewIdx >= 0) goLive(); }
-    if (!frames.length || m.id > frames[frames.length - 1].id) frames.push(m);
-    heard = m;
-    // a frame is followed by new_image; should that one be lost, act anyway
-    clearTimeout(heardTimer);
-    heardTimer = setTimeout(function () { if (heard) onNewImage(); }, 1500);
-  }
-
-  function onNewImage() {
-    clearTimeout(heardTimer);
-    if (heard) {
-      liveId = heard.id; heard = null;
-      if (viewIdx >= 0) newer++;
-      timelineUi();
-      requestImage();
-    } else {               // web_image.jpg changed outside the history (or none)
-      liveId = null; webGen++;
-      requestImage();
-      readHistory();
-    }
-  }
-
-  function two(n) { return (n < 10 ? '0' : '') + n; }
-  function clock(t) {
-    var d = new Date(t * 1000);
-    return two(d.getHours()) + ':' + two(d.getMinutes()) + ':' + two(d.getSeconds());
-  }
-  function describe(f) {
-    var parts = [typeof f.time === 'number' ? clock(f.time) : '#' + f.id];
-    if (f.stack_size != null) parts.push('Stack ' + f.stack_size);
-    if (f.exposure) parts.push(f.exposure);
-    return parts.join(' \u00b7 ');
-  }
-
-  function timelineUi() {
-    var n = frames.length, on = n >= 2;
-    show(timeline, on);
-    body.classList.toggle('history', on);
-    if (!on) { if (viewIdx >= 0 || playing) goLive(); return; }
-    var li = liveId == null ? n - 1 : frameIndex(liveId), idx = viewIdx >= 0 ? viewIdx : li < 0 ? n - 1 : li;
-    scrub.max = n - 1;
-    if (document.activeElement !== scrub || !scrubbing) scrub.value = idx;
-    setText($('tlabel'), describe(frames[scrubbing ? +scrub.value : idx]));
-    var live = viewIdx < 0;
-    timeline.classList.toggle('past', !live);
-    $('golive').setAttribute('aria-pressed', live);
-    setText($('newer'), !live && newer ? newer + (newer === 1 ? ' newer frame' : ' newer frames') : '');
-    var p = $('play');
-    p.setAttribute('aria-pressed', playing);
-    p.setAttribute('aria-label', playing ? 'Pause time-lapse' : 'Play time-lapse');
-    showMetrics();              // a past frame's own figures
-    tick();
-  }
-
-  function goLive() {
-    stopPlay();
-    viewIdx = -1; newer = 0;
-    timelineUi();
-    requestImage();
-  }
-
-  function goTo(i) {
-    if (i < 0 || i >= frames.length) return;
-    if (viewIdx < 0) newer = 0;
-    viewIdx = i;
-    timelineUi();
-    requestImage();
-  }
-
-  var scrubbing = false;
-  function scrubTo() {
-    var i = +scrub.value;
-    stopPlay();
-    if (i === frames.length - 1 && frames[i].id === liveId) goLive(); else goTo(i);
-  }
-  scrub.addEventListener('input', function () { scrubbing = true; scrubTo(); });
-  scrub.addEventListener('change', function () { scrubbing = false; scrubTo(); });
-  scrub.addEventListener('pointerdown', rouse);
-
-  function stopPlay() { playing = false; clearTimeout(playTimer); playTimer = 0; }
-  function playNext() {     // called whenever the wanted image is on screen
-    if (!playing || playTimer) return;
-    var last = viewIdx >= frames.length - 1;
-    playTimer = setTimeout(function () {
-      playTimer = 0;
-      if (!playing) return;
-      goTo(viewIdx >= frames.length - 1 ? 0 : viewIdx + 1);
-    }, last ? PLAY_HOLD : PLAY_STEP);
-  }
-  button('play', function () {
-    if (playing) { stopPlay(); timelineUi(); return; }
-    if (frames.length < 2) return;
-    playing = true;
-    if (viewIdx < 0 || viewIdx >= frames.length - 1) goTo(0); else { timelineUi(); requestImage(); }
-  });
-  button('golive', goLive);
-
-  /* ---------- WebSocket */
-  var ws = null, opening = false, stopped = false, conn = 'connecting';
-  var attempt = 0, reconnectTimer = 0, reconnectAt = 0, firstTimer = 0;
-
-  function setConn(c) {
-    if (c === conn && connEl.className === c) return;
-    conn = c;
-    connEl.className = c;
-    connEl.textContent = STATE_TEXT[c] || c;
-    show(retryBox, c === 'stopped' || c === 'reconnecting');
-    rouse();
-    tick();
-  }
-
-  function wsUrl() {     // relative to the page: works under any sub-path
-    var dir = location.pathname.replace(/[^/]*$/, '');
-    return (location.protocol === 'https:' ? 'wss:' : 'ws:') + '//' + location.host + dir + 'ws';
-  }
-
-  function connect() {
-    clearTimeout(reconnectTimer); reconnectTimer = 0; reconnectAt = 0;
-    setText($('next'), 'trying\u2026');
-    var sock;
-    try { sock = new WebSocket(wsUrl()); } catch (err) { scheduleReconnect(); return; }
-    ws = sock; opening = true;
-    sock.onopen = function () {
-      if (ws !== sock) return;
-      opening = false;
-      clearTimeout(firstTimer);
-      attempt = 0;
-      stopped = false;
-      setConn('live');
-      // subscribed first, then (re)read: nothing published meanwhile is missed
-      heard = null;
-      webGen++;
-      readHistory();
-    };
-    sock.onmessage = function (ev) {
-      if (ws !== sock) return;
-      var m;
-      try { m = JSON.parse(ev.data); } catch (err) { return; }
-      if (!m || typeof m !== 'object') return;
-      if (m.type === 'history_entry') onFrame(m);
-      else if (m.type === 'new_image') onNewImage();
-      else if (m.type === 'disconnect') {
-        stopped = true;
-        setConn('stopped');
-        try { sock.close(1000); } catch (err) { /* already closing */ }
+    function answered(target, result, askedAgain) {
+      images.progress = null;
+      images.onProgress();
+      if (!result) {
+        if (!askedAgain) {                // nothing newer wanted: later, again
+          retryTimer = setTimeout(images.request, retryDelay);
+          retryDelay = Math.min(retryDelay * 2, LAST_RETRY);
+        }
+        return;
       }
+      if (result.unchanged) images.shown.key = target.key;
+      else showImage(target, result);
+      retryDelay = FIRST_RETRY;
+      images.onShown();
+      if (!askedAgain) images.onWantedShown();
+    }
+
+    function showImage(image, result) {
+      var previous = images.shown;
+      picture.replace(result.source, result.width, result.height);
+      if (previous) URL.revokeObjectURL(previous.objectUrl);
+      if (image.live) {
+        if (lastModified && image.modified > lastModified) images.interval = image.modified - lastModified;
+        if (image.modified) lastModified = image.modified;
+      }
+      images.shown = image;
+      images.loads++;
+      link.href = image.objectUrl;
+      link.setAttribute('download', image.name);
+    }
+    return images;
+  }
+
+  /* data.json: no figures shown without one. */
+  function createMetrics() {
+    var metrics = { stack: null, exposure: null, onChange: nothing };
+    metrics.read = createSingleFlight({
+      next: function () { return 'data.json'; },
+      fetch: function (url, done) { readJson(url, 'no-store', done); },
+      answer: function (url, data) {
+        if (!data) return;
+        var stack = data.STACK_SIZE, exposure = data.EXPO;
+        metrics.stack = typeof stack === 'number' || typeof stack === 'string' ? stack : null;
+        metrics.exposure = typeof exposure === 'string' || typeof exposure === 'number' ? String(exposure) : null;
+        metrics.onChange();
+      },
+      dropStale: true
+    }).ask;
+    return metrics;
+  }
+
+  /* The WebSocket. state: 'connecting', 'live', 'reconnecting', 'stopped' (ALS's STOP) or
+     'offline' (a file). Quick retries first: the astronomer restarts within seconds. */
+  function createConnection() {
+    var DELAYS = [500, 1000, 1000, 2000, 2000, 3000, 5000, 8000, 13000, 20000, 30000];
+    var connection = {
+      state: 'connecting', socket: null, attempt: 0, retryAt: 0,
+      onChange: nothing, onOpen: nothing, onMessage: nothing, onClose: nothing
     };
-    sock.onclose = function () {
-      if (ws !== sock) return;
-      ws = null; opening = false;
-      setConn(stopped ? 'stopped' : 'reconnecting');
-      if (!loads && !xhr) requestImage(); // show something even without a socket
-      scheduleReconnect();
+    var retryTimer = 0;
+
+    function setState(state) {
+      connection.state = state;
+      connection.onChange();
+    }
+
+    function open() {
+      clearTimeout(retryTimer);
+      retryTimer = 0;
+      connection.retryAt = 0;
+      var folder = location.pathname.replace(/[^/]*$/, ''), socket;   // relative: works under a sub-path
+      try {
+        socket = new WebSocket((location.protocol === 'https:' ? 'wss://' : 'ws://') + location.host + folder + 'ws');
+      } catch (error) { scheduleRetry(); return; }
+      connection.socket = socket;
+      connection.onChange();
+      socket.onopen = function () {
+        connection.attempt = 0;
+        setState('live');
+        connection.onOpen();
+      };
+      socket.onmessage = function (event) {
+        var message;
+        try { message = JSON.parse(event.data); } catch (error) { return; }
+        if (!message || typeof message !== 'object') return;
+        if (message.type !== 'disconnect') { connection.onMessage(message); return; }
+        setState('stopped');
+        try { socket.close(1000); } catch (error) { /* already closing */ }
+      };
+      socket.onclose = function () {
+        connection.socket = null;
+        setState(connection.state === 'stopped' ? 'stopped' : 'reconnecting');
+        connection.onClose();
+        scheduleRetry();
+      };
+    }
+
+    function scheduleRetry() {
+      if (retryTimer) return;
+      var delay = DELAYS[Math.min(connection.attempt, DELAYS.length - 1)];
+      connection.attempt++;
+      connection.retryAt = now() + delay;
+      retryTimer = setTimeout(open, delay);
+      connection.onChange();
+    }
+
+    function retryNow() {
+      connection.attempt = 0;
+      if (!connection.socket && connection.state !== 'offline') open();
+    }
+
+    connection.start = open;
+    connection.goOffline = function () { setState('offline'); };
+    onClick('retry', retryNow);
+    document.addEventListener('visibilitychange', function () { if (!document.hidden) retryNow(); });
+    window.addEventListener('online', retryNow);
+    return connection;
+  }
+
+  function createOverlay(images, connection, history, metrics) {
+    var STALE_AFTER = 120000;
+    var STATE_TEXT = {
+      connecting: 'connecting\u2026', live: 'live', reconnecting: 'reconnecting\u2026',
+      stopped: 'Image server stopped', offline: 'offline'
     };
+    var body = document.body, stateText = byId('conn'), ageText = byId('age'), nextTry = byId('next');
+    var figures = byId('metrics'), stackText = byId('stack'), exposureText = byId('expo');
+    var progressBox = byId('progress'), progressBar = byId('pbar'), progressText = byId('ptext');
+    var overlay = { stale: false }, shownState = '', idleTimer = 0;
+
+    // Dims without input, back with input or a change of state.
+    function rouse() {
+      body.classList.remove('idle');
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(function () { body.classList.add('idle'); }, 6000);
+    }
+    ['pointerdown', 'pointermove', 'keydown', 'wheel'].forEach(function (type) {
+      document.addEventListener(type, rouse, { passive: true });
+    });
+
+    function megabytes(bytes) { return (bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0) + ' MB'; }
+    function duration(ms) {
+      var seconds = Math.round(ms / 1000);
+      if (seconds < 60) return seconds + ' s';
+      if (seconds < 3600) return Math.floor(seconds / 60) + ' min';
+      return Math.floor(seconds / 3600) + ' h ' + Math.floor(seconds % 3600 / 60) + ' min';
+    }
+
+    function showProgress() {
+      var progress = images.progress;
+      var visible = !!progress && (progress.loaded > 0 || now() - progress.started > 400);
+      show(progressBox, visible);
+      if (!visible) return;
+      var fraction = progress.total ? progress.loaded / progress.total : 0;
+      progressBar.style.width = (progress.total ? Math.round(fraction * 100) : 5) + '%';
+      setText(progressText, 'new image ' + (progress.total ?
+        Math.floor(fraction * 100) + '% of ' + megabytes(progress.total) : megabytes(progress.loaded)));
+    }
+
+    // A past entry's own figures, else the live ones.
+    function showFigures() {
+      var entry = history.shownEntry();
+      var stack = entry ? entry.stack_size : metrics.stack, exposure = entry ? entry.exposure : metrics.exposure;
+      show(stackText, stack != null);
+      show(exposureText, exposure != null);
+      setText(stackText, 'Stack: ' + stack);
+      setText(exposureText, 'Expo: ' + exposure);
+      show(figures, stack != null || exposure != null);
+    }
+
+    overlay.update = function () {
+      var state = connection.state, age = images.age(), past = history.mode !== 'live';
+      if (state !== shownState) {
+        shownState = state;
+        stateText.className = state;
+        stateText.textContent = STATE_TEXT[state];
+        show(byId('retrybox'), state === 'stopped' || state === 'reconnecting');
+        rouse();
+      }
+      setText(nextTry, connection.retryAt ?
+        'next try in ' + Math.max(0, Math.ceil((connection.retryAt - now()) / 1000)) + ' s' : 'trying\u2026');
+      var stale = age !== null && !past && state === 'live' && age > Math.max(STALE_AFTER, 3 * images.interval);
+      setText(ageText, age === null ? '' : past ? 'from the history' :
+        stale ? 'no new image for ' + duration(age) : 'updated ' + duration(age) + ' ago');
+      ageText.className = stale ? 'stale' : '';
+      if (stale !== overlay.stale) { overlay.stale = stale; rouse(); }
+      body.classList.toggle('calm', state === 'live' && !stale);
+      showProgress();
+      showFigures();
+    };
+    setInterval(overlay.update, 1000);
+    rouse();
+    return overlay;
   }
 
-  function scheduleReconnect() {
-    if (reconnectTimer) return;
-    var delay = RETRY[Math.min(attempt, RETRY.length - 1)];
-    attempt++;
-    reconnectAt = now() + delay;
-    reconnectTimer = setTimeout(function () { reconnectTimer = 0; connect(); }, delay);
-    tick();
+  /* The timeline, from two entries on. */
+  function createTimeline(history) {
+    var STEP = 250, HOLD = 1000;          // time-lapse; HOLD on the newest
+    var box = byId('timeline'), scrub = byId('scrub'), label = byId('tlabel'), newerText = byId('newer');
+    var playButton = byId('play'), liveButton = byId('golive');
+    var scrubbing = false, playTimer = 0;
+
+    function two(number) { return (number < 10 ? '0' : '') + number; }
+    function clock(seconds) {
+      var time = new Date(seconds * 1000);
+      return two(time.getHours()) + ':' + two(time.getMinutes()) + ':' + two(time.getSeconds());
+    }
+    function describe(entry) {
+      var parts = [typeof entry.time === 'number' ? clock(entry.time) : '#' + entry.id];
+      if (entry.stack_size != null) parts.push('Stack ' + entry.stack_size);
+      if (entry.exposure) parts.push(entry.exposure);
+      return parts.join(' \u00b7 ');
+    }
+
+    function update() {
+      var count = history.entries.length, live = history.mode === 'live', playing = history.mode === 'playing';
+      show(box, count >= 2);
+      if (count < 2) return;
+      var liveIndex = history.indexOf(history.liveId);
+      var index = !live ? history.index : liveIndex < 0 ? count - 1 : liveIndex;
+      scrub.max = count - 1;
+      if (!scrubbing || document.activeElement !== scrub) scrub.value = index;
+      setText(label, describe(history.entries[scrubbing ? +scrub.value : index]));
+      box.classList.toggle('past', !live);
+      liveButton.setAttribute('aria-pressed', live);
+      setText(newerText, live || !history.newer ? '' :
+        history.newer + (history.newer === 1 ? ' newer image' : ' newer images'));
+      playButton.setAttribute('aria-pressed', playing);
+      playButton.setAttribute('aria-label', playing ? 'Pause time-lapse' : 'Play time-lapse');
+    }
+
+    function stopPlaying() {
+      clearTimeout(playTimer);
+      playTimer = 0;
+    }
+    // Called whenever the wanted image is on screen.
+    function playNext() {
+      if (history.mode !== 'playing' || playTimer) return;
+      var atNewest = history.index >= history.entries.length - 1;
+      playTimer = setTimeout(function () {
+        playTimer = 0;
+        if (history.mode !== 'playing') return;
+        history.goTo(history.index >= history.entries.length - 1 ? 0 : history.index + 1, 'playing');
+      }, atNewest ? HOLD : STEP);
+    }
+
+    function scrubbed() {
+      var index = +scrub.value;
+      stopPlaying();
+      if (index === history.entries.length - 1 && history.entries[index].id === history.liveId) history.goLive();
+      else history.goTo(index, 'past');
+    }
+    scrub.addEventListener('input', function () { scrubbing = true; scrubbed(); });
+    scrub.addEventListener('change', function () { scrubbing = false; scrubbed(); });
+
+    onClick('play', function () {
+      if (history.mode === 'playing') {
+        stopPlaying();
+        history.goTo(history.index, 'past');
+      } else if (history.entries.length >= 2) {
+        var last = history.entries.length - 1;
+        history.goTo(history.mode === 'live' || history.index >= last ? 0 : history.index, 'playing');
+      }
+    });
+    onClick('golive', function () {
+      stopPlaying();
+      history.goLive();
+    });
+    return { update: update, playNext: playNext };
   }
 
-  function retryNow() {
-    attempt = 0;
-    if (ws || opening) return;
-    connect();
-  }
-  button('retry', retryNow);
+  function createControls(stage, view) {
+    var STEP = 2, pointers = [], lastTap = null, lastPointerType = 'mouse';
+    var pinch = null;                     // the first two pointers' distance and midpoint
+    var severalPointers = false;          // in this gesture, so its end is no tap
 
-  /* ---------- debug hook */
+    function find(id) {
+      for (var i = 0; i < pointers.length; i++) if (pointers[i].id === id) return i;
+      return -1;
+    }
+    function pinchOf() {
+      var a = pointers[0], b = pointers[1];
+      return { distance: Math.max(1, Math.hypot(a.x - b.x, a.y - b.y)), x: (a.x + b.x) / 2, y: (a.y + b.y) / 2 };
+    }
+
+    stage.addEventListener('pointerdown', function (event) {
+      lastPointerType = event.pointerType || 'mouse';
+      if (lastPointerType === 'mouse' && event.button !== 0) return;
+      try { stage.setPointerCapture(event.pointerId); } catch (error) { /* a synthetic pointer */ }
+      pointers.push({ id: event.pointerId, x: event.clientX, y: event.clientY, startX: event.clientX,
+        startY: event.clientY, time: now() });
+      severalPointers = pointers.length > 1;
+      if (severalPointers) pinch = pinchOf();
+      stage.classList.add('drag');
+      event.preventDefault();
+    });
+
+    stage.addEventListener('pointermove', function (event) {
+      var pointer = pointers[find(event.pointerId)];
+      if (!pointer) return;
+      var dx = event.clientX - pointer.x, dy = event.clientY - pointer.y;
+      pointer.x = event.clientX;
+      pointer.y = event.clientY;
+      if (pointers.length === 1) {
+        view.pan(dx, dy);
+      } else if (pinch) {
+        var next = pinchOf();
+        view.pan(next.x - pinch.x, next.y - pinch.y);
+        view.zoomAt(next.distance / pinch.distance, next.x, next.y);
+        pinch = next;
+      }
+      event.preventDefault();
+    });
+
+    function pointerEnded(event) {
+      var index = find(event.pointerId), pointer = pointers[index];
+      if (!pointer) return;
+      pointers.splice(index, 1);
+      pinch = pointers.length > 1 ? pinchOf() : null;
+      if (!pointers.length) stage.classList.remove('drag');
+      // double tap: two short taps close together, one finger each
+      var x = event.clientX, y = event.clientY, time = now();
+      if (event.type !== 'pointerup' || event.pointerType !== 'touch' || severalPointers || pointers.length ||
+          time - pointer.time >= 350 || Math.hypot(x - pointer.startX, y - pointer.startY) >= 12) return;
+      if (lastTap && time - lastTap.time < 400 && Math.hypot(x - lastTap.x, y - lastTap.y) < 40) {
+        view.zoomAt(STEP, x, y);
+        lastTap = null;
+      } else {
+        lastTap = { time: time, x: x, y: y };
+      }
+    }
+    stage.addEventListener('pointerup', pointerEnded);
+    stage.addEventListener('pointercancel', pointerEnded);
+    stage.addEventListener('lostpointercapture', function (event) { if (event.isTrusted) pointerEnded(event); });
+
+    stage.addEventListener('dblclick', function (event) {
+      event.preventDefault();
+      if (lastPointerType !== 'touch') view.zoomAt(event.shiftKey ? 1 / STEP : STEP, event.clientX, event.clientY);
+    });
+
+    stage.addEventListener('wheel', function (event) {
+      event.preventDefault();
+      var delta = event.deltaY * [1, 16, view.height][event.deltaMode || 0];    // pixels, lines, pages
+      delta = clamp(delta * (event.ctrlKey ? 4 : 1), -400, 400);               // ctrl: trackpad pinch
+      view.zoomAt(Math.exp(-delta * 0.0025), event.clientX, event.clientY);
+    }, { passive: false });
+
+    // Safari's pinch would zoom the page.
+    ['gesturestart', 'gesturechange'].forEach(function (type) {
+      document.addEventListener(type, function (event) { event.preventDefault(); });
+    });
+    stage.addEventListener('contextmenu', function (event) { event.preventDefault(); });
+
+    function fullscreenElement() { return document.fullscreenElement || document.webkitFullscreenElement; }
+    function toggleFullscreen() {
+      var root = document.documentElement, leaving = !!fullscreenElement();
+      var method = leaving ? document.exitFullscreen || document.webkitExitFullscreen :
+        root.requestFullscreen || root.webkitRequestFullscreen;
+      var result = method && method.call(leaving ? document : root);
+      if (result && result.then) result.then(null, nothing);
+    }
+    if (!(document.fullscreenEnabled || document.webkitFullscreenEnabled)) byId('fullpage').classList.add('off');
+
+    function zoomIn() { view.zoomAt(STEP); }
+    function zoomOut() { view.zoomAt(1 / STEP); }
+    onClick('zoomin', zoomIn);
+    onClick('zoomout', zoomOut);
+    onClick('home', view.home);
+    onClick('fullpage', toggleFullscreen);
+
+    var KEYS = {
+      '+': zoomIn, '=': zoomIn, '-': zoomOut, '_': zoomOut, '0': view.home, f: toggleFullscreen, F: toggleFullscreen,
+      ArrowLeft: function () { view.pan(view.width / 10, 0); },
+      ArrowRight: function () { view.pan(-view.width / 10, 0); },
+      ArrowUp: function () { view.pan(0, view.height / 10); },
+      ArrowDown: function () { view.pan(0, -view.height / 10); }
+    };
+    document.addEventListener('keydown', function (event) {
+      if (event.ctrlKey || event.metaKey || event.altKey || !KEYS.hasOwnProperty(event.key)) return;
+      if (event.target.id === 'scrub' && /Arrow/.test(event.key)) return;     // the scrubber's own
+      KEYS[event.key]();
+      event.preventDefault();
+    });
+    return { fullscreen: function () { return !!fullscreenElement(); } };
+  }
+
+  /* Keep the screen on, once asked (battery; others at a star party): the Wake Lock, else a video
+     under the image (Blink: large, visible; WebKit: with sound, ours silent, not looping).
+     state: 'off', 'wanted' (nothing held), 'requesting', 'lock' or 'video'. */
+  function createKeepAwake() {
+    var keepAwake = { state: preferences.read('awake') === '1' ? 'wanted' : 'off' };
+    var button = byId('awake'), lock = null, video = null;
+
+    function setState(state) {
+      keepAwake.state = state;
+      button.setAttribute('aria-pressed', state !== 'off');
+      button.classList.toggle('held', state === 'lock' || state === 'video');
+    }
+
+    keepAwake.engage = function () {
+      if (keepAwake.state !== 'wanted' || document.hidden) return;
+      if (!navigator.wakeLock || !navigator.wakeLock.request) { playVideo(); return; }
+      setState('requesting');
+      navigator.wakeLock.request('screen').then(function (sentinel) {
+        if (keepAwake.state !== 'requesting') { sentinel.release(); return; }
+        lock = sentinel;
+        sentinel.addEventListener('release', function () {
+          if (lock !== sentinel) return;
+          lock = null;
+          if (keepAwake.state === 'lock') setState('wanted');
+        });
+        setState('lock');
+      }, function () {
+        if (keepAwake.state !== 'requesting') return;
+        setState('wanted');
+        playVideo();
+      });
+    };
+
+    function playVideo() {
+      if (!video) {
+        video = document.createElement('video');
+        video.id = 'awakevid';
+        video.muted = !/Apple/.test(navigator.vendor || '');
+        video.setAttribute('playsinline', '');
+        video.setAttribute('aria-hidden', 'true');
+        video.preload = 'auto';
+        video.addEventListener('timeupdate', function () {
+          if (video.duration && video.currentTime > video.duration - 2) video.currentTime = 0;
+        });
+        video.addEventListener('ended', function () { video.currentTime = 0; video.play(); });
+        video.addEventListener('playing', function () { if (keepAwake.state === 'wanted') setState('video'); });
+        video.addEventListener('pause', function () { if (keepAwake.state === 'video') setState('wanted'); });
+        video.src = 'keepawake.mp4';
+        document.body.insertBefore(video, document.body.firstChild);
+      }
+      var playing = video.play();
+      if (playing && playing.then) playing.then(null, nothing);    // refused: the next tap retries
+    }
+
+    onClick('awake', function () {
+      var wanted = keepAwake.state === 'off';
+      preferences.write('awake', wanted ? 1 : 0);
+      setState(wanted ? 'wanted' : 'off');
+      if (wanted) {
+        keepAwake.engage();
+      } else {
+        if (lock) lock.release();
+        lock = null;
+        if (video) video.pause();
+      }
+    });
+    // iOS plays the video only from a gesture: any tap may start it.
+    document.addEventListener('click', keepAwake.engage, true);
+    document.addEventListener('touchend', keepAwake.engage, true);
+    document.addEventListener('visibilitychange', keepAwake.engage);
+    setState(keepAwake.state);
+    return keepAwake;
+  }
+
+  /* Wiring */
+  var stage = byId('stage');
+  var view = createView(stage);
+  var picture = createPicture(stage, view);
+  var look = createLook(picture);
+  var history = createHistory();
+  var images = createImages(picture, history.target);
+  var metrics = createMetrics();
+  var connection = createConnection();
+  var overlay = createOverlay(images, connection, history, metrics);
+  var timeline = createTimeline(history);
+  var controls = createControls(stage, view);
+  var keepAwake = createKeepAwake();
+
+  history.onChange = function () {
+    timeline.update();
+    overlay.update();
+    images.request();
+  };
+  images.onProgress = overlay.update;
+  images.onShown = function () {
+    metrics.read();
+    overlay.update();
+  };
+  images.onWantedShown = timeline.playNext;
+  metrics.onChange = overlay.update;
+  connection.onChange = overlay.update;
+  connection.onOpen = history.connected;
+  connection.onMessage = function (message) {
+    if (message.type === 'history_entry') history.addEntry(message);
+    else if (message.type === 'new_image') history.newImage();
+  };
+  connection.onClose = function () {      // something to show, even without a socket
+    if (!images.loads && images.state() === 'idle') images.request();
+  };
+
+  // The page's state, for scripts and tests.
   window.alsViewer = Object.freeze({
     state: function () {
+      var shown = images.shown, progress = images.progress, download = images.state();
       return {
-        scale: scale(), zoom: zoom, fitScale: fitScale(), centerX: cx, centerY: cy,
-        naturalWidth: nw, naturalHeight: nh, viewportWidth: vw, viewportHeight: vh,
-        connection: conn, stack: stack, expo: expo, imageLoads: loads, downloads: downloads,
-        imageLoading: !!xhr, imageDirty: dirty, imageUrl: shown ? shown.blobUrl : '', canvas: !!cv,
-        imageSrc: shown ? shown.src : '', imageId: shown ? shown.id : null,
-        imageAge: ageMs(), stale: wasStale, progress: prog ? { loaded: prog.loaded, total: prog.total } : null,
-        reconnectAttempt: attempt, retryIn: reconnectAt ? Math.max(0, reconnectAt - now()) : null,
-        fullscreen: !!fsElement(), red: red, boost: boost,
-        awake: { wanted: awakeWanted, lock: !!sentinel, video: !!(vid && !vid.paused) },
-        session: session, frames: frames.length, liveId: liveId, viewIndex: viewIdx,
-        newer: newer, playing: playing
+        scale: view.scale(), zoom: view.zoom, fitScale: view.fitScale(), centerX: view.centerX,
+        centerY: view.centerY, naturalWidth: view.imageWidth, naturalHeight: view.imageHeight,
+        viewportWidth: view.width, viewportHeight: view.height, canvas: picture.canvas,
+        connection: connection.state, reconnectAttempt: connection.attempt,
+        retryIn: connection.retryAt ? Math.max(0, connection.retryAt - now()) : null,
+        stack: metrics.stack, expo: metrics.exposure,
+        imageLoading: download !== 'idle', imageDirty: download === 'again',
+        imageLoads: images.loads, downloads: images.downloads, imageUrl: shown ? shown.objectUrl : '',
+        imageSrc: shown ? shown.url : '', imageId: shown ? shown.id : null, imageAge: images.age(),
+        progress: progress && { loaded: progress.loaded, total: progress.total }, stale: overlay.stale,
+        fullscreen: controls.fullscreen(), red: look.red, boost: look.boost,
+        awake: { wanted: keepAwake.state !== 'off', lock: keepAwake.state === 'lock', video: keepAwake.state === 'video' },
+        session: history.session, entries: history.entries.length, liveId: history.liveId,
+        viewIndex: history.mode === 'live' ? -1 : history.index,
+        newer: history.newer, playing: history.mode === 'playing'
       };
     }
   });
 
-  /* ---------- start */
-  showMetrics(null);
+  overlay.update();
   if (location.protocol === 'http:' || location.protocol === 'https:') {
-    connect();     // the socket's open reads history.json, then the image
-    // if the socket takes long to open, do not keep the page empty meanwhile
-    firstTimer = setTimeout(function () { if (!loads && !xhr) readHistory(); }, 1500);
-    engage();
+    connection.start();                   // once open: history.json, then the image
+    setTimeout(function () {              // nor an empty page while a socket is slow to open
+      if (connection.state !== 'live' && !images.loads && images.state() === 'idle') history.read();
+    }, 1500);
+    keepAwake.engage();
   } else {
-    setConn('offline');
-    requestImage();
+    connection.goOffline();
+    images.request();
   }
 })();

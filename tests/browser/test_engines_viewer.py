@@ -262,7 +262,7 @@ class ViewerEngineTests(engines.BrowserPerClass):
         scale = self.browser.device_pixel_ratio
         for i, colour in enumerate(COLOURS[:4]):
             self.publish(jpegwrite.solid_jpeg(800, 600, colour), stack=i + 1, seconds=30 * (i + 1))
-        wait_for(self.session, "s.frames === 4 && !document.getElementById('timeline').hidden", 5)
+        wait_for(self.session, "s.entries === 4 && !document.getElementById('timeline').hidden", 5)
         self.click("#zoomin")
         wait_for(self.session, "s.zoom === 2")
         self.scrub_to(0)                                        # back to frame 1
@@ -273,8 +273,8 @@ class ViewerEngineTests(engines.BrowserPerClass):
         # a new image while in the past: counted, not forced on the visitor
         self.server.metrics(5, 150)
         self.server.publish(jpegwrite.solid_jpeg(800, 600, COLOURS[4]))
-        wait_for(self.session, "s.newer === 1 && s.frames === 5", 6)
-        self.assertEqual(self.session.find("#newer").text().strip(), "1 newer frame")
+        wait_for(self.session, "s.newer === 1 && s.entries === 5", 6)
+        self.assertEqual(self.session.find("#newer").text().strip(), "1 newer image")
         time.sleep(0.3)
         harness.wait_for_pixels(self.session, [self.centre() + (COLOURS[0],)], scale=scale, radius=20)
         # one tap back to live: the newest

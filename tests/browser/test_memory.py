@@ -194,7 +194,7 @@ class MemoryTests(unittest.TestCase):
         self.assertEqual(len(self.server.history), 300)
         browser = CdpChromium(self.url)
         self.addCleanup(browser.close)
-        browser.wait("s.imageLoads >= 1 && s.connection === 'live' && s.frames === 300", 30)
+        browser.wait("s.imageLoads >= 1 && s.connection === 'live' && s.entries === 300", 30)
         time.sleep(1)
         print("\nmemory: before the time-lapse: %s" % self.figures(browser))
         browser.evaluate("document.getElementById('play').click()")

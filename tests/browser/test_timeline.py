@@ -1,5 +1,5 @@
 """The stack history in the viewer (issue 14): a timeline to go back through
-the session's frames, a looping time-lapse, "N newer frames" while in the
+the session's frames, a looping time-lapse, "N newer images" while in the
 past, one tap back to live, zoom kept; frames one at a time with flat memory.
 Against the real server (history.json, history/<id>.jpg, frame messages)."""
 
@@ -46,7 +46,7 @@ class TimelineTests(ViewerTestCase):
     def scrub_to(self, index):
         """Drag the scrubber's thumb like a finger would (mouse events on the range)."""
         box = self.box("#scrub")
-        count = self.state()["frames"]
+        count = self.state()["entries"]
         thumb = 15      # half the thumb: the range maps value to [left + 15, right - 15]
         x0 = box["left"] + thumb + (box["width"] - 2 * thumb) * float(self.page.eval_on_selector("#scrub", "e => +e.value")) / (count - 1)
         x1 = box["left"] + thumb + (box["width"] - 2 * thumb) * index / (count - 1)
@@ -59,12 +59,12 @@ class TimelineTests(ViewerTestCase):
     def test_scrub_back_newer_frames_back_to_live_zoom_kept(self):
         self.assertFalse(self.timeline_visible(), "no timeline without frames")
         self.publish(1, 1)
-        self.assertEqual(self.state()["frames"], 1)
+        self.assertEqual(self.state()["entries"], 1)
         self.assertFalse(self.timeline_visible(), "no timeline with a single frame")
         for n in range(2, 5):
             self.publish(n, n)
         s = self.state()
-        self.assertEqual(s["frames"], 4)
+        self.assertEqual(s["entries"], 4)
         self.assertTrue(self.timeline_visible())
         frames = self.history()["entries"]
         self.assertEqual(s["imageSrc"], frames[-1]["url"])
@@ -106,14 +106,14 @@ class TimelineTests(ViewerTestCase):
         asked = [u for u in self.requests[requests:] if FRAME.search(u)]
         self.assertEqual(asked[-1], self.url + frames[0]["url"])
         self.assertLessEqual(len(asked), 4, "scrubbing over 4 frames fetched %s" % asked)
-        # live updates keep arriving, shown as "N newer frames", not forced on the visitor
+        # live updates keep arriving, shown as "N newer images", not forced on the visitor
         self.publish_later = [demo_frame(5), demo_frame(6)]
         for n, stack in ((5, 5), (6, 6)):
             self.server.update_metrics(stack, stack * 30)
             self.server.publish_image(demo_frame(n))
-            self.wait_for("s.frames === %d" % (n), 5000)
+            self.wait_for("s.entries === %d" % (n), 5000)
         self.wait_for("s.newer === 2", 3000)
-        self.assertEqual(self.text("#newer"), "2 newer frames")
+        self.assertEqual(self.text("#newer"), "2 newer images")
         s = self.state()
         self.assertEqual(s["imageId"], frames[0]["id"], "the past frame must stay on screen")
         self.assertEqual(s["viewIndex"], 0)
@@ -136,7 +136,7 @@ class TimelineTests(ViewerTestCase):
         # and live again: the next frame is shown by itself
         self.publish(1, 7)
         self.assertLess(self.picture_difference(demo_frame(1)), 3)
-        self.assertEqual(self.state()["frames"], 7)
+        self.assertEqual(self.state()["entries"], 7)
         self.assert_clean()
 
     def test_play_loops_one_frame_at_a_time_and_keeps_the_zoom(self):
@@ -177,7 +177,7 @@ class TimelineTests(ViewerTestCase):
         # a live frame during the time-lapse joins the loop, counted as newer
         self.server.update_metrics(5, 150)
         self.server.publish_image(demo_frame(5))
-        self.wait_for("s.frames === 5 && s.newer === 1", 5000)
+        self.wait_for("s.entries === 5 && s.newer === 1", 5000)
         self.assertTrue(self.state()["playing"])
         # pause: the frame stays
         self.page.tap("#play")
@@ -213,13 +213,13 @@ class TimelineTests(ViewerTestCase):
         loads = self.state()["imageLoads"]
         self.server.reset_image()
         self.wait_for("s.imageLoads > %d && !s.imageLoading && s.imageSrc === 'web_image.jpg'" % loads, 5000)
-        self.wait_for("s.frames === 0", 3000)
+        self.wait_for("s.entries === 0", 3000)
         self.assertFalse(self.timeline_visible())
         self.assertEqual(self.state()["naturalWidth"], 1280)
         self.publish(4, 1)
         self.publish(5, 2)
         self.assertTrue(self.timeline_visible())
-        self.assertEqual(self.state()["frames"], 2)
+        self.assertEqual(self.state()["entries"], 2)
         self.assert_clean()
 
 
