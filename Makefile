@@ -3,7 +3,7 @@ VENV ?= .venv
 VPY = $(VENV)/bin/python
 PORT ?= 8000
 
-.PHONY: test serve demo interop test-browser soak bench venv clean
+.PHONY: test serve demo interop test-browser soak bench bench-link venv clean
 
 # The stdlib suite: no installs, no network beyond loopback.
 test:
@@ -35,6 +35,10 @@ soak:
 
 bench: venv
 	$(VPY) tests/bench/run.py
+
+# The shared Wi-Fi link case alone (root: a network namespace and tc).
+bench-link: venv
+	$(VPY) tests/bench/link.py
 
 clean:
 	rm -rf $(VENV) build alsserve-web

@@ -1505,9 +1505,14 @@ class Turns:
                     self.waiting.remove(transfer)
         return transfer
 
-    def done(self, transfer):
+    def done(self, transfer, whole):
+        """The transfer ended; whole: every byte went. Its pace counts too:
+        on a fast network transfers end before a window is measured."""
+        now = asyncio.get_running_loop().time()
         self.active.discard(transfer)
-        self._admit(asyncio.get_running_loop().time())
+        if whole:
+            self.best_rate = max(self.best_rate, transfer.delivered() / max(now - transfer.started, TURN_TICK))
+        self._admit(now)
 
     def _room(self, now):
         active = self.active
@@ -1812,7 +1817,7 @@ class Site:
         if reply.stream is None and (reply.body is None or len(reply.body) <= STREAM_CHUNK):
             writer.write(head + (reply.body or b""))
         else:                           # an image-sized body: it takes its turn on the link
-            transfer = None
+            transfer, whole = None, False
             try:
                 transfer = await self.turns.turn(reader, writer)
                 writer.write(head)
@@ -1821,11 +1826,12 @@ class Site:
                 else:
                     await self.replies.write_body(writer, reply.body, transfer)
                 await self.replies.drain(writer)
+                whole = True
             finally:
                 if reply.stream is not None:
                     reply.stream.close()
                 if transfer is not None:
-                    self.turns.done(transfer)
+                    self.turns.done(transfer, whole)
         await self.replies.drain(writer)
         return keep_alive
 

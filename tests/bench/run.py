@@ -1033,6 +1033,27 @@ def viewer_rows(t, viewers, proxied):
 
 # -- main --------------------------------------------------------------------
 
+def link_case():
+    """(12) the shared Wi-Fi link (tests/bench/link.py, its own process: it needs root)."""
+    log("link case: a shaped link in a network namespace (about 4 minutes)")
+    proc = subprocess.run([PY, os.path.join(HERE, "link.py")], stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, cwd=ROOT)
+    output = proc.stdout.decode("utf-8", "replace")
+    if proc.returncode:
+        return "\n## Link case\n\nfailed:\n\n```\n%s\n```\n" % output[-3000:]
+    if output.startswith("link case skipped"):
+        return "\n## Link case\n\n%s\n" % output.strip()
+    with open(os.path.join(BUILD, "bench-link.md")) as f:
+        return "\n## Link case (12)\n\n" + f.read() + "\n" + link_notes()
+
+
+def link_notes():
+    return ("The server runs in a network namespace whose way out is a veth shaped by HTB to 25 Mbit/s; "
+            "10 viewers (imageclients.py, each from an address of its own) fetch each new 3 MB image as in "
+            "row 9; times from the command to each viewer's whole body, medians over 3 images. The far run "
+            "caps one viewer's address at 2 Mbit/s. Ideals are computed from the link rate.\n")
+
+
 def main():
     nofile = raise_nofile()
     have_wrk = ensure_wrk()
@@ -1114,7 +1135,7 @@ def main():
         "(nginx_recipe.py), %d worker processes, and counts full responses in alsserve's access log; nginx's "
         "cache lock lets waiting requests look again every 500 ms, which sets its latency." % (os.cpu_count() or 1),
     ]
-    text = "\n".join(header) + table.markdown() + "\n" + "\n".join(notes) + "\n"
+    text = "\n".join(header) + table.markdown() + "\n" + "\n".join(notes) + "\n" + link_case()
     with open(os.path.join(BUILD, "bench.md"), "w") as f:
         f.write(text)
     with open(os.path.join(BUILD, "bench.json"), "w") as f:

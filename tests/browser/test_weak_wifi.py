@@ -13,7 +13,7 @@ import re
 import time
 import unittest
 
-from viewer_support import PHONE, ViewerTestCase, acquire_browser, make_jpeg, release_browser
+from viewer_support import PHONE, ViewerTestCase, acquire_browser, alsserve, make_jpeg, release_browser
 
 IMAGE = re.compile(r"/(web_image|history/\d+)\.jpg$")
 RATE = 1.5e6                 # bytes per second
@@ -129,7 +129,7 @@ class WeakWifiTests(ViewerTestCase):
 class WeakWifiWithoutHistoryTests(WeakWifiTests):
     """History off (or a server without it): the live image is web_image.jpg,
     revalidated by its ETag; its Last-Modified is the file's."""
-    server_options = {"history_frames": 0}
+    server_options = {"settings": alsserve.Settings(history_entries=0)}
 
     def image_answers(self, mark):
         self.assertEqual([p for p, status, size in self.access.images(mark)

@@ -1,0 +1,153 @@
+"""Section 4c of alsserve.py: image-sized bodies take turns on the link.
+
+On loopback, with paced readers standing for phones on a shared Wi-Fi: a
+client that reads slowly does not hold the others back, small responses
+pass queued big ones, a client that leaves while waiting leaves the queue,
+and 200 waiting clients cost little memory. (The timing on a shaped link
+is measured by `make bench`'s link case, tests/bench/link.py.)
+"""
+import os
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from support import ServerTestCase, make_jpeg, read_response, read_response_head, rss_kib  # noqa: E402
+
+IMAGE = make_jpeg(3 * 1024 * 1024, b"\x42")
+
+
+class PacedReader(threading.Thread):
+    """A phone far from the access point: asks for the image and takes
+    `rate` bytes a second of it."""
+
+    def __init__(self, port, rate, path="/web_image.jpg"):
+        super().__init__(daemon=True)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        self.sock.connect(("127.0.0.1", port))
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+        self.rate, self.received, self.done = rate, 0, None
+        self.stop = threading.Event()
+
+    def run(self):
+        self.sock.settimeout(1.0)
+        while not self.stop.is_set():
+            began = time.monotonic()
+            try:
+                data = self.sock.recv(int(self.rate / 20))
+            except (socket.timeout, OSError):
+                continue
+            if not data:
+                return
+            self.received += len(data)
+            if self.received >= len(IMAGE):         # (head included: near enough)
+                self.done = time.monotonic()
+            self.stop.wait(max(0.0, 0.05 - (time.monotonic() - began)))
+
+    def close(self):
+        self.stop.set()
+        self.sock.close()
+
+
+class TurnsTest(ServerTestCase):
+
+    def setUp(self):
+        super().setUp()
+        self.write("web_image.jpg", IMAGE)
+        self.write("data.json", b'{"STACK_SIZE": 3, "EXPO": "0:01:30"}')
+        self.turns = self.server._thread.site.turns
+
+    def paced(self, rate):
+        reader = PacedReader(self.port, rate)
+        reader.start()
+        self.addCleanup(reader.close)
+        return reader
+
+    def fetch(self, path="/web_image.jpg", timeout=10.0):
+        """(seconds to the whole body, body)."""
+        began = time.monotonic()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+            sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
+            status, _, body, _ = read_response(sock)
+        self.assertEqual(status, 200)
+        return time.monotonic() - began, body
+
+    def waiting_connection(self):
+        """A request for the image that has to wait for its turn."""
+        sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.addCleanup(sock.close)
+        sock.sendall(b"GET /web_image.jpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        return sock
+
+    def test_a_slow_reader_does_not_hold_the_others_back(self):
+        self.assertEqual(self.fetch()[1], IMAGE)            # the link's pace, as a near phone takes it
+        slow = self.paced(200 * 1024)                       # 15 s for the image
+        self.wait_for(lambda: len(self.turns.active) == 1, message="the slow transfer on its way")
+        results = []
+
+        def near():
+            results.append(self.fetch(timeout=15))
+
+        threads = [threading.Thread(target=near) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        self.assertEqual([body == IMAGE for _, body in results], [True] * 5)
+        self.assertLess(max(seconds for seconds, _ in results), 3.0)    # not after the slow one
+        self.assertIsNone(slow.done)
+        self.assertGreater(slow.received, 0)                 # and it is not starved
+
+    def fill_the_link(self):
+        """Two slow transfers that are all the link has ever carried: they
+        fill it, and the next image request waits."""
+        first = self.paced(300 * 1024)
+        self.wait_for(lambda: self.turns.best_rate > 0, timeout=5, message="the first pace measured")
+        second = self.paced(300 * 1024)                     # (the one probe lets it in)
+        self.wait_for(lambda: len(self.turns.active) == 2, timeout=5, message="two on their way")
+        self.wait_for(lambda: all(t.rate for t in self.turns.active), timeout=5, message="their paces")
+        return first, second
+
+    def test_small_responses_pass_queued_big_ones(self):
+        first, _second = self.fill_the_link()
+        waiting = self.waiting_connection()
+        self.wait_for(lambda: len(self.turns.waiting) == 1, message="the third one waits")
+        waiting.settimeout(0.5)
+        with self.assertRaises(socket.timeout):
+            waiting.recv(1)                                 # no answer yet
+        for path in ("/data.json", "/index.html", "/history.json"):
+            seconds, _ = self.fetch(path)
+            self.assertLess(seconds, 0.5, path)
+        first.close()                                       # a turn comes free
+        waiting.settimeout(10)
+        status, _, _ = read_response_head(waiting)
+        self.assertEqual(status, 200)
+
+    def test_a_client_that_leaves_while_waiting_leaves_the_queue(self):
+        first, _second = self.fill_the_link()
+        leaving, staying = self.waiting_connection(), self.waiting_connection()
+        self.wait_for(lambda: len(self.turns.waiting) == 2, message="two waiting")
+        leaving.close()
+        self.wait_for(lambda: len(self.turns.waiting) == 1, timeout=1.0, message="the one that left gone")
+        first.close()
+        staying.settimeout(10)
+        self.assertEqual(read_response_head(staying)[0], 200)      # the next turn was its
+        self.wait_for(lambda: not self.turns.waiting, message="nobody waiting")
+
+    def test_two_hundred_waiting_clients_cost_little(self):
+        self.fill_the_link()
+        before = rss_kib()
+        sockets = [self.waiting_connection() for _ in range(200)]
+        self.wait_for(lambda: len(self.turns.waiting) == 200, timeout=10, message="200 waiting")
+        grown = rss_kib() - before
+        self.assertLess(grown, 20 * 1024, "%d KiB for 200 waiting clients" % grown)
+        for sock in sockets:
+            sock.close()
+        self.wait_for(lambda: not self.turns.waiting, timeout=5, message="the queue emptied")
+
+
+if __name__ == "__main__":
+    import unittest
+    unittest.main()
