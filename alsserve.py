@@ -1243,7 +1243,7 @@ class WebSocketClient:
             self.transport.write(frame)
         elif frame in self.pending:
             # Already waiting: sent once, after what came since (a new_image
-            # after the frame messages it announces, as it was sent).
+            # after the history_entry messages it announces, as it was sent).
             self.pending.remove(frame)
             self.pending.append(frame)
         else:
@@ -1437,6 +1437,7 @@ TURN_WINDOW = 5                 # ticks a pace is measured over (and a new trans
 TURN_FILL = 0.7                 # below this share of the best rate seen, one more starts
 TURN_DECAY = 0.993              # per tick of transfers: the best rate seen fades (halves in 10 s)
 TURN_PROBE = 0.5                # the first transfer, alone this long, is joined by one more once
+TURN_QUICK = 0.1                # a body the link carries faster than this goes at once (a fast network)
 TURN_MAX = 16                   # transfers at once, however slow
 SEND_BUFFER = (64 << 10, 4 << 20)   # a transfer's kernel send buffer: 50 ms of the link, within these
 
@@ -1456,10 +1457,12 @@ class Transfer:
     """One big body on its way: the bytes written, and the pace at which
     they reach the client."""
 
-    __slots__ = ("writer", "reader", "sent", "samples", "rate", "started", "turn")
+    __slots__ = ("writer", "reader", "peer", "sent", "samples", "rate", "started", "turn")
 
     def __init__(self, reader, writer, now):
         self.reader, self.writer = reader, writer
+        peer = writer.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else peer
         self.sent = 0                   # bytes written so far
         self.samples = collections.deque(maxlen=TURN_WINDOW + 1)
         self.rate = None                # bytes/s delivered over the window; None until it is full
@@ -1483,21 +1486,30 @@ class Turns:
     more whenever those on their way take less than TURN_FILL of the best
     rate the link has carried (a phone far from the access point, one that
     went to sleep), so the link is never left idle and nobody starves. A
-    client that leaves while waiting leaves the queue at once. On the loop."""
+    client that leaves while waiting leaves the queue at once. A client
+    that was slow on its last transfer does not wait: it would not fill the
+    link either. On the loop."""
 
     def __init__(self):
         self.active = set()
         self.waiting = collections.deque()
+        self.paces = collections.OrderedDict()     # client address -> its last pace, the latest 256
         self.best_rate = 0.0
         self.probed = False
         self._timer = None
 
-    async def turn(self, reader, writer):
-        """The Transfer, once this body's turn has come; ConnectionError
-        when the client left meanwhile."""
+    async def turn(self, reader, writer, size):
+        """The Transfer of a body of size bytes, once its turn has come;
+        ConnectionError when the client left meanwhile."""
         loop = asyncio.get_running_loop()
         transfer = Transfer(reader, writer, loop.time())
-        if not self.waiting and self._room(loop.time()):
+        pace = self.paces.get(transfer.peer)
+        if self.best_rate and size < self.best_rate * TURN_QUICK:
+            self.active.add(transfer)   # over a fast network order hardly matters: no wait
+        elif pace is not None and pace < TURN_FILL * self.best_rate and len(self.active) < TURN_MAX:
+            transfer.rate = pace        # known to be slow: it starts now, and counts as slow
+            self._start(transfer)
+        elif not self.waiting and self._room(loop.time()):
             self._start(transfer)
         else:
             transfer.turn = loop.create_future()
@@ -1516,7 +1528,7 @@ class Turns:
         now = asyncio.get_running_loop().time()
         self.active.discard(transfer)
         if whole:
-            self.best_rate = max(self.best_rate, transfer.delivered() / max(now - transfer.started, TURN_TICK))
+            self.best_rate = max(self.best_rate, transfer.delivered() / max(now - transfer.started, 0.01))
         self._admit(now)
 
     def _room(self, now):
@@ -1569,12 +1581,29 @@ class Turns:
                 transfer.rate = (last_count - first_count) / (last_time - first_time)
         if self.active and all(t.rate is not None for t in self.active):
             self.best_rate = max(sum(t.rate for t in self.active), self.best_rate * TURN_DECAY)
+            self._learn_paces(now)
+            while len(self.paces) > 256:
+                self.paces.popitem(last=False)
         for transfer in [t for t in self.waiting if t.gone]:
             self.waiting.remove(transfer)
             transfer.turn.set_exception(ConnectionResetError("left while waiting"))
         self._admit(now)
         if self.active or self.waiting:
             self._tick_later()
+
+    def _learn_paces(self, now):
+        """Which clients are slow by themselves: seen slow while the link
+        had room (past TCP's slow start), they are remembered; seen taking
+        their share of a full link, forgotten."""
+        total, share = sum(t.rate for t in self.active), TURN_FILL * self.best_rate
+        for transfer in self.active:
+            if now - transfer.started < 2 * TURN_WINDOW * TURN_TICK:
+                continue
+            if total < share and transfer.rate < share:
+                self.paces.pop(transfer.peer, None)
+                self.paces[transfer.peer] = transfer.rate
+            elif transfer.rate >= share / len(self.active):
+                self.paces.pop(transfer.peer, None)
 
 
 class ReplyWriter:
@@ -1897,7 +1926,7 @@ class Site:
         else:                           # an image-sized body: it takes its turn on the link
             transfer, whole = None, False
             try:
-                transfer = await self.turns.turn(reader, writer)
+                transfer = await self.turns.turn(reader, writer, reply.length if reply.stream else len(reply.body))
                 writer.write(head)
                 if reply.stream is not None:
                     await self.replies.stream_file(writer, reply.stream, reply.start, reply.length, transfer)

@@ -22,28 +22,33 @@ class PacedReader(threading.Thread):
     """A phone far from the access point: asks for the image and takes
     `rate` bytes a second of it."""
 
-    def __init__(self, port, rate, path="/web_image.jpg"):
+    def __init__(self, port, rate, path="/web_image.jpg", source="127.0.0.1"):
         super().__init__(daemon=True)
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        self.sock.bind((source, 0))
         self.sock.connect(("127.0.0.1", port))
         self.sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
         self.rate, self.received, self.done = rate, 0, None
         self.stop = threading.Event()
 
     def run(self):
-        self.sock.settimeout(1.0)
+        self.sock.settimeout(0.05)
         while not self.stop.is_set():
-            began = time.monotonic()
-            try:
-                data = self.sock.recv(int(self.rate / 20))
-            except (socket.timeout, OSError):
-                continue
-            if not data:
-                return
-            self.received += len(data)
-            if self.received >= len(IMAGE):         # (head included: near enough)
-                self.done = time.monotonic()
+            began, budget = time.monotonic(), int(self.rate / 20)
+            while budget > 0 and not self.stop.is_set():
+                try:
+                    data = self.sock.recv(min(budget, 65536))
+                except socket.timeout:
+                    break
+                except OSError:
+                    return
+                if not data:
+                    return
+                budget -= len(data)
+                self.received += len(data)
+                if self.received >= len(IMAGE) and self.done is None:     # (head included: near enough)
+                    self.done = time.monotonic()
             self.stop.wait(max(0.0, 0.05 - (time.monotonic() - began)))
 
     def close(self):
@@ -59,16 +64,16 @@ class TurnsTest(ServerTestCase):
         self.write("data.json", b'{"STACK_SIZE": 3, "EXPO": "0:01:30"}')
         self.turns = self.server._thread.site.turns
 
-    def paced(self, rate):
-        reader = PacedReader(self.port, rate)
+    def paced(self, rate, source="127.0.0.1"):
+        reader = PacedReader(self.port, rate, source=source)
         reader.start()
         self.addCleanup(reader.close)
         return reader
 
-    def fetch(self, path="/web_image.jpg", timeout=10.0):
+    def fetch(self, path="/web_image.jpg", timeout=10.0, source="127.0.0.1"):
         """(seconds to the whole body, body)."""
         began = time.monotonic()
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout, source_address=(source, 0)) as sock:
             sock.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % path).encode())
             status, _, body, _ = read_response(sock)
         self.assertEqual(status, 200)
@@ -84,7 +89,7 @@ class TurnsTest(ServerTestCase):
     def test_a_slow_reader_does_not_hold_the_others_back(self):
         self.assertEqual(self.fetch()[1], IMAGE)            # the link's pace, as a near phone takes it
         slow = self.paced(200 * 1024)                       # 15 s for the image
-        self.wait_for(lambda: len(self.turns.active) == 1, message="the slow transfer on its way")
+        self.wait_for(lambda: slow.received > 0, message="the slow transfer on its way")
         results = []
 
         def near():
@@ -99,6 +104,26 @@ class TurnsTest(ServerTestCase):
         self.assertLess(max(seconds for seconds, _ in results), 3.0)    # not after the slow one
         self.assertIsNone(slow.done)
         self.assertGreater(slow.received, 0)                 # and it is not starved
+
+    def test_a_client_slow_by_itself_is_remembered_and_does_not_wait_next_time(self):
+        # Phones at addresses of their own (127.0.0.0/8 is all this machine's):
+        # near ones at 2 MB/s, a far one at 200 KB/s.
+        near = self.paced(2 << 20, source="127.0.0.2")
+        self.wait_for(lambda: near.done, timeout=10, message="a near phone served")
+        slow = self.paced(200 << 10, source="127.0.0.3")
+        self.wait_for(lambda: "127.0.0.3" in self.turns.paces, timeout=5, message="the far one's pace learned")
+        self.assertNotIn("127.0.0.2", self.turns.paces)
+        busy = self.paced(2 << 20, source="127.0.0.2")     # it fills the link, the far one does not
+        self.wait_for(lambda: busy.received > 0, message="the near one on its way")
+        slow.close()
+        self.wait_for(lambda: len(self.turns.active) == 1, message="the far one gone")
+        waiting = socket.create_connection(("127.0.0.1", self.port), timeout=5, source_address=("127.0.0.4", 0))
+        self.addCleanup(waiting.close)
+        waiting.sendall(b"GET /web_image.jpg HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.wait_for(lambda: len(self.turns.waiting) == 1, message="an unknown phone waits its turn")
+        again = self.paced(200 << 10, source="127.0.0.3")
+        self.wait_for(lambda: again.received > 0, timeout=2, message="the far one served at once")
+        self.assertEqual(len(self.turns.waiting), 1)
 
     def fill_the_link(self):
         """Two slow transfers that are all the link has ever carried: they
