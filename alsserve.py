@@ -69,14 +69,15 @@ import tempfile
 import threading
 import time
 import unicodedata
+import urllib.parse
+import zlib
 from datetime import timedelta
-from urllib.parse import unquote_to_bytes
 
 __version__ = "1.1.0"
 
 __all__ = [
     "PortInUseError", "WebServerOnLoopback", "HTTPError", "WebSocketProtocolError", "Settings",
-    "ImageServer", "ALS_MODE", "WATCH_MODE", "list_ipv4_addresses", "describe_ipv4_addresses",
+    "ImageServer", "ALS_MODE", "WATCH_MODE", "Wifi", "list_ipv4_addresses", "describe_ipv4_addresses",
     "resolve_displayed_address", "main",
     # ALS's network module (ALS 0.7 and 1.0): ``from alsserve import *`` is all of it.
     "Server", "get_host_ip", "is_port_in_use", "WEB_SERVER_BIND_HOST", "ADVERTISED_ADDRESS_AUTO",
@@ -134,14 +135,16 @@ class WebServerOnLoopback(Exception):
 
 class HTTPError(Exception):
     """A request that gets an error response; ``close``: the connection
-    cannot be trusted any more and is closed after the reply."""
+    cannot be trusted any more and is closed after the reply; ``explain``:
+    the reason is also told to the client (the detail only goes to the log)."""
 
-    def __init__(self, status, detail="", close=False, headers=()):
+    def __init__(self, status, detail="", close=False, headers=(), explain=False):
         super().__init__(status, detail)
         self.status = status
         self.detail = detail
         self.close = close
         self.headers = list(headers)
+        self.explain = explain
 
 
 class Settings:
@@ -516,7 +519,7 @@ def split_target(target):
     if "%2f" in lowered or "%5c" in lowered or "\\" in path:
         raise HTTPError(404, "encoded separator or backslash")
     try:
-        decoded = unquote_to_bytes(path).decode("utf-8")
+        decoded = urllib.parse.unquote_to_bytes(path).decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPError(400, "path is not valid UTF-8") from None
     if decoded == "/":
@@ -637,7 +640,8 @@ class ResponseHead:
 
 def error_response(error):
     """Head and body bytes for an HTTPError: a short text body saying why."""
-    body = ("%d %s\n" % (error.status, REASONS.get(error.status, "Error"))).encode("ascii")
+    reason = REASONS.get(error.status, "Error") + (": " + error.detail if error.explain else "")
+    body = ("%d %s\n" % (error.status, reason)).encode("utf-8")
     head = ResponseHead(error.status, [
         ("Content-Type", "text/plain; charset=utf-8"), ("Content-Length", str(len(body))),
         ("Cache-Control", "no-cache"), ("X-Content-Type-Options", "nosniff")] + error.headers)
@@ -1166,7 +1170,8 @@ class StaticFiles:
     async def reply(self, request):
         """The FileReply for a GET or HEAD of a file, or HTTPError."""
         segments = split_target(request.path)
-        route = (self.routes(segments) if self.routes is not None else None) or Route()
+        query = request.target.partition("?")[2]
+        route = (self.routes(segments, query) if self.routes is not None else None) or Route()
         if route.snapshot is not None:
             entry, content_type, path = route.snapshot, route.content_type, None
         else:
@@ -1399,7 +1404,7 @@ class WebSocketHub:
 
 
 
-# -- 4c. The site: writing replies; connections, requests, start and STOP ------
+# -- 4c. Writing replies: Date, bodies in pieces, sendfile, turns on the link -----
 
 def _peer_name(writer):
     peer = writer.get_extra_info("peername")
@@ -1601,12 +1606,13 @@ class ReplyWriter:
         finally:
             timer.cancel()
 
-    async def write_body(self, writer, body, transfer):
+    async def write_body(self, writer, body, transfer=None):
         view = memoryview(body)         # slices of it copy nothing
         for offset in range(0, len(body), STREAM_CHUNK):
             piece = view[offset:offset + STREAM_CHUNK]
             writer.write(piece)
-            transfer.sent += len(piece)
+            if transfer is not None:
+                transfer.sent += len(piece)
             await self.drain(writer)
 
     async def stream_file(self, writer, f, start, length, transfer):
@@ -1639,6 +1645,70 @@ class ReplyWriter:
             await self.drain(writer)
 
 
+# -- 4d. The image stream: GET /stream.mjpg for OBS, VLC and projectors -------
+
+STREAM_PATH = "/stream.mjpg"
+STREAM_BOUNDARY = b"alsserve-image"
+
+
+class ImageStream:
+    """The live JPEG image as a multipart/x-mixed-replace stream: the
+    current image at once, then each new one, each part ended by the next
+    boundary at once (some browsers show a part only when it comes). A
+    client that reads slowly gets the newest image next, never a queue: one
+    image held per client. On the loop."""
+
+    def __init__(self):
+        self.image = None               # the live JPEG's snapshot; None while the live image is no JPEG
+        self.clients = set()            # each one's wake-up event
+        self.stopping = False
+
+    def publish(self, snapshot, content_type):
+        self.image = snapshot if content_type == "image/jpeg" else None
+        for event in self.clients:
+            event.set()
+
+    def stop(self):
+        self.stopping = True
+        for event in self.clients:
+            event.set()
+
+    async def serve(self, request, reader, writer, replies):
+        if self.image is None:
+            raise HTTPError(404, "the live image is no JPEG: the stream carries JPEG images only",
+                            explain=True)
+        head = ResponseHead(200, [
+            ("Content-Type", "multipart/x-mixed-replace; boundary=" + STREAM_BOUNDARY.decode()),
+            ("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")])
+        writer.write(head.encode(replies.date(), False))
+        if request.method == "HEAD":
+            return
+        event = asyncio.Event()
+        self.clients.add(event)
+        # A stream's client sends nothing more: a byte or the end of its side ends it.
+        leaving = asyncio.ensure_future(reader.read(1))
+        leaving.add_done_callback(lambda _done: event.set())
+        try:
+            writer.write(b"--" + STREAM_BOUNDARY + b"\r\n")
+            sent = None
+            while not self.stopping and not leaving.done():
+                image = self.image
+                if image is None or image is sent:
+                    event.clear()
+                    await event.wait()
+                    continue
+                writer.write(b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % image.size)
+                await replies.write_body(writer, image.body)
+                writer.write(b"\r\n--" + STREAM_BOUNDARY + b"\r\n")
+                await replies.drain(writer)
+                sent = image
+        finally:
+            self.clients.discard(event)
+            leaving.cancel()
+
+
+# -- 4e. The site: connections, requests, start and STOP ------------------------
+
 class Site:
     """A running server on its listening socket: accepts connections, reads
     requests (keep-alive, pipelining, timeouts), hands /ws to the WebSocket
@@ -1649,6 +1719,7 @@ class Site:
         self.settings = settings
         self.files = StaticFiles(root, settings, routes)
         self.hub = WebSocketHub(settings)
+        self.stream = ImageStream()
         self.replies = ReplyWriter(settings)
         self.turns = Turns()
         self.connections = {}           # task -> transport of every open connection
@@ -1679,8 +1750,11 @@ class Site:
                 pass
         await asyncio.sleep(0)
         self.listening.close()
+        self.stream.stop()
         self.hub.say_disconnect()
         await self.hub.close_all(close_at, deadline)
+        while self.stream.clients and loop.time() < deadline:      # streams end with a clean close
+            await asyncio.sleep(0.01)
         for transport in list(self.connections.values()):
             reset_transport(transport)
         tasks = list(self.connections)
@@ -1780,6 +1854,10 @@ class Site:
                 return False
             if is_websocket_upgrade(request):
                 raise HTTPError(404, "no WebSocket endpoint here")
+            if request.path == STREAM_PATH:
+                self._log_request(peer, request, 200, 0)
+                await self.stream.serve(request, reader, writer, self.replies)
+                return False
             return await self._serve_file(request, reader, writer, peer)
         except HTTPError as error:
             return await self._send_error(writer, error, request, peer)
@@ -1969,17 +2047,281 @@ def disk_free(folder):
         return None
 
 
-# -- 5b. The history of the night: images on disk within a budget ---------------
+# -- 5b. Sharing: QR codes (ISO/IEC 18004), the Wi-Fi network, the title --------
+
+# QR codes for the terminal and the viewer's share panel: byte mode, level M,
+# versions 1-10.
+# ISO/IEC 18004:2006 Table 9 (error correction characteristics), level M, per
+# version: (EC codewords per block, group-1 blocks, data codewords per
+# group-1 block, group-2 blocks); a group-2 block has one data codeword more.
+_QR_M_BLOCKS = (None, (10, 1, 16, 0), (16, 1, 28, 0), (26, 1, 44, 0),
+                (18, 2, 32, 0), (24, 2, 43, 0), (16, 4, 27, 0), (18, 4, 31, 0),
+                (22, 2, 38, 2), (22, 3, 36, 2), (26, 4, 43, 1))
+# Alignment pattern centre rows/columns, ISO/IEC 18004 Annex E (Table E.1).
+_QR_ALIGN = (None, (), (6, 18), (6, 22), (6, 26), (6, 30), (6, 34),
+             (6, 22, 38), (6, 24, 42), (6, 26, 46), (6, 28, 50))
+# Data mask conditions (Table 10), row r, column c: True = invert the module.
+_QR_MASKS = (lambda r, c: (r + c) % 2 == 0, lambda r, c: r % 2 == 0,
+             lambda r, c: c % 3 == 0, lambda r, c: (r + c) % 3 == 0,
+             lambda r, c: (r // 2 + c // 3) % 2 == 0, lambda r, c: (r * c) % 2 + (r * c) % 3 == 0,
+             lambda r, c: ((r * c) % 2 + (r * c) % 3) % 2 == 0,
+             lambda r, c: ((r + c) % 2 + (r * c) % 3) % 2 == 0)
+
+
+def _qr_gf_tables():
+    """Exp/log tables of GF(256) with the QR field polynomial 0x11D."""
+    exp, log, x = [0] * 510, [0] * 256, 1
+    for i in range(255):
+        exp[i] = exp[i + 255] = x  # doubled so products need no "mod 255"
+        log[x] = i
+        x = (x << 1) ^ (0x11D if x & 0x80 else 0)
+    return exp, log
+
+
+_QR_EXP, _QR_LOG = _qr_gf_tables()
+
+
+def _qr_gf_mul(a, b):
+    return _QR_EXP[_QR_LOG[a] + _QR_LOG[b]] if a and b else 0
+
+
+def _qr_rs_remainder(data, n):
+    """The n Reed-Solomon EC codewords: data * x^n modulo the generator
+    prod_{i<n} (x - alpha^i); polynomials are lists, highest power first."""
+    gen = [1]
+    for i in range(n):
+        gen = [p ^ _qr_gf_mul(q, _QR_EXP[i]) for p, q in zip(gen + [0], [0] + gen)]
+    rem = [0] * n
+    for d in data:  # polynomial long division, one data codeword at a time
+        factor = d ^ rem.pop(0)
+        rem = [r ^ _qr_gf_mul(g, factor) for r, g in zip(rem + [0], gen[1:])]
+    return rem
+
+
+def _qr_bch(data, gen, degree):
+    """data followed by its `degree` BCH check bits (remainder modulo gen)."""
+    rem = data << degree
+    for shift in range(rem.bit_length() - gen.bit_length(), -1, -1):
+        if rem >> (shift + degree) & 1:
+            rem ^= gen << shift
+    return (data << degree) | rem
+
+
+def _qr_format_bits(mask):
+    # Level M is 00; the XOR mask keeps the 15 bits from being all zero.
+    return _qr_bch(mask, 0x537, 10) ^ 0x5412
+
+
+def _qr_format_cells(n):
+    """(row, col) of format bit i (0 = least significant), for both copies."""
+    return ([(r, 8) for r in (0, 1, 2, 3, 4, 5, 7, 8)] + [(8, c) for c in (7, 5, 4, 3, 2, 1, 0)],
+            [(8, c) for c in range(n - 1, n - 9, -1)] + [(r, 8) for r in range(n - 7, n)])
+
+
+def _qr_base(version):
+    """The function patterns: returns (modules, is_function) grids."""
+    n = 17 + 4 * version
+    m = [[False] * n for _ in range(n)]
+    fn = [[False] * n for _ in range(n)]
+
+    def put(r, c, dark):
+        m[r][c], fn[r][c] = bool(dark), True
+
+    for r0, c0 in ((0, 0), (0, n - 7), (n - 7, 0)):
+        # Finder and its light separator, as square rings around the centre.
+        for r in range(max(r0 - 1, 0), min(r0 + 8, n)):
+            for c in range(max(c0 - 1, 0), min(c0 + 8, n)):
+                put(r, c, max(abs(r - r0 - 3), abs(c - c0 - 3)) not in (2, 4))
+    for i in range(8, n - 8):  # timing patterns
+        put(6, i, i % 2 == 0)
+        put(i, 6, i % 2 == 0)
+    for r in _QR_ALIGN[version]:
+        for c in _QR_ALIGN[version]:
+            if (r, c) not in ((6, 6), (6, n - 7), (n - 7, 6)):  # finders
+                for dr in range(-2, 3):
+                    for dc in range(-2, 3):
+                        put(r + dr, c + dc, max(abs(dr), abs(dc)) != 1)
+    for r, c in sum(_qr_format_cells(n), []):  # reserved; written per mask
+        put(r, c, False)
+    put(n - 8, 8, True)  # the "dark module"
+    if version >= 7:  # version information, both 6x3 blocks
+        bits = _qr_bch(version, 0x1F25, 12)
+        for i in range(18):
+            put(i // 3, n - 11 + i % 3, bits >> i & 1)
+            put(n - 11 + i % 3, i // 3, bits >> i & 1)
+    return m, fn
+
+
+def _qr_header(data, version):
+    """Mode and length bits.  Non-ASCII text is preceded by ECI 26 (UTF-8):
+    without it readers guess a charset (zbar picks Big5 or Shift JIS)."""
+    eci = "011100011010" if any(b >= 0x80 for b in data) else ""
+    return eci + "0100" + format(len(data), "016b" if version >= 10 else "08b")
+
+
+def _qr_codewords(data, version):
+    """Data codewords (padded) then EC codewords, interleaved by block."""
+    ec, b1, k1, b2 = _QR_M_BLOCKS[version]
+    capacity = b1 * k1 + b2 * (k1 + 1)
+    bits = _qr_header(data, version) + "".join(format(b, "08b") for b in data)
+    bits += "0" * min(4, 8 * capacity - len(bits))  # terminator
+    bits += "0" * (-len(bits) % 8)
+    words = [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
+    words = (words + [0xEC, 0x11] * capacity)[:capacity]
+    blocks, start = [], 0
+    for size in [k1] * b1 + [k1 + 1] * b2:
+        blocks.append(words[start:start + size])
+        start += size
+    ecs = [_qr_rs_remainder(b, ec) for b in blocks]
+    return ([b[i] for i in range(k1 + 1) for b in blocks if i < len(b)]
+            + [e[i] for i in range(ec) for e in ecs])
+
+
+def _qr_penalty(m):
+    """Mask penalty, rules N1-N4 (ISO/IEC 18004:2006 6.8.2.1, Table 11)."""
+    n, score = len(m), 0
+    for line in m + [list(col) for col in zip(*m)]:
+        s = "".join("1" if x else "0" for x in line)
+        # N1: each run of 5+ same-colour modules scores 3 + (length - 5);
+        # the runs are found by splitting the line at every colour change.
+        for run in s.replace("01", "0 1").replace("10", "1 0").split():
+            score += len(run) - 2 if len(run) >= 5 else 0
+        # N3: 1:1:3:1:1 finder look-alike with 4 light modules on one side;
+        # outside the symbol counts as light since the quiet zone is there.
+        s = "0000" + s + "0000"
+        i = s.find("1011101")
+        while i >= 0:
+            if s[i - 4:i] == "0000" or s[i + 7:i + 11] == "0000":
+                score += 40
+            i = s.find("1011101", i + 1)
+    for r in range(n - 1):  # N2: each 2x2 block of one colour scores 3
+        for c in range(n - 1):
+            if m[r][c] == m[r][c + 1] == m[r + 1][c] == m[r + 1][c + 1]:
+                score += 3
+    dark = sum(map(sum, m))  # N4: 10 per full 5% that dark is off 50%
+    return score + 10 * (abs(20 * dark - 10 * n * n) // (n * n))
+
+
+def qr_matrix(text, mask=None):
+    """QR code of text (UTF-8, byte mode, level M, smallest version 1-10) as
+    rows of bools, True = dark, without quiet zone.  mask 0-7 forces that
+    mask; by default the one with the lowest penalty is used."""
+    data = text.encode("utf-8")
+    for version in range(1, 11):
+        _, b1, k1, b2 = _QR_M_BLOCKS[version]
+        if len(_qr_header(data, version)) + 8 * len(data) <= 8 * (b1 * k1 + b2 * (k1 + 1)):
+            break
+    else:
+        raise ValueError("text is %d bytes in UTF-8; a QR code (version 10, level M) "
+                         "holds at most 213 (212 if not ASCII)" % len(data))
+    if mask not in (None, 0, 1, 2, 3, 4, 5, 6, 7):
+        raise ValueError("mask must be None or 0-7, not %r" % (mask,))
+    m, fn = _qr_base(version)
+    n = len(m)
+    bits = [w >> (7 - i) & 1 for w in _qr_codewords(data, version) for i in range(8)]
+    # Zigzag up and down two-module-wide columns from the bottom right, skipping
+    # the vertical timing column; cells left over (the remainder bits) stay light.
+    k, upward, right = 0, True, n - 1
+    while right > 0:
+        right = 5 if right == 6 else right
+        for r in (range(n - 1, -1, -1) if upward else range(n)):
+            for c in (right, right - 1):
+                if not fn[r][c] and k < len(bits):
+                    m[r][c], k = bits[k] == 1, k + 1
+        upward, right = not upward, right - 2
+
+    def masked(mk):  # data modules masked, format information written
+        out = [[m[r][c] != (not fn[r][c] and _QR_MASKS[mk](r, c)) for c in range(n)]
+               for r in range(n)]
+        for cells in _qr_format_cells(n):
+            for i, (r, c) in enumerate(cells):
+                out[r][c] = bool(_qr_format_bits(mk) >> i & 1)
+        return out
+    if mask is not None:
+        return masked(mask)
+    return min((masked(mk) for mk in range(8)), key=_qr_penalty)  # first lowest
+
+
+def qr_svg(text, light="#fff", dark="#000", quiet=4):
+    """The QR code of text as an SVG image, one unit per module, the quiet
+    zone included: one path of the dark modules over the light background."""
+    matrix = qr_matrix(text)
+    size = len(matrix) + 2 * quiet
+    runs = []                           # each row's dark runs, one rectangle each
+    for r, row in enumerate(matrix):
+        c = 0
+        while c < len(row):
+            end = c
+            while end < len(row) and row[end]:
+                end += 1
+            if end > c:
+                runs.append("M%d %dh%dv1h-%dz" % (c + quiet, r + quiet, end - c, end - c))
+            c = end + 1
+    path = "".join(runs)
+    return ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 %d %d" shape-rendering="crispEdges">'
+            '<rect width="%d" height="%d" fill="%s"/><path d="%s" fill="%s"/></svg>'
+            % (size, size, size, size, light, path, dark))
+
+
+WIFI_SECURITY = ("WPA", "WEP", "nopass")
+
+
+class Wifi:
+    """A Wi-Fi network to offer visitors (a guest network: its password is
+    shown to everyone inside its QR code, never in words nor in the log)."""
+
+    __slots__ = ("ssid", "password", "security")
+
+    def __init__(self, ssid, password=None, security=None):
+        if not isinstance(ssid, str) or not 0 < len(ssid.encode("utf-8")) <= 32:
+            raise ValueError("Wi-Fi network name must be 1-32 bytes of text, got %r" % (ssid,))
+        security = security or ("WPA" if password else "nopass")
+        if security not in WIFI_SECURITY:
+            raise ValueError("Wi-Fi security must be one of %s, got %r" % (", ".join(WIFI_SECURITY), security))
+        if (security == "nopass") != (not password):
+            raise ValueError("a Wi-Fi password goes with WPA or WEP, and nopass with none")
+        if password is not None and (not isinstance(password, str) or len(password) > 63):
+            raise ValueError("Wi-Fi password must be text of at most 63 characters")
+        self.ssid, self.password, self.security = ssid, password or None, security
+
+    def payload(self):
+        """What a phone's camera reads to join: WIFI:T:<security>;S:<ssid>;P:<password>;;
+        with \\ ; , " : escaped by a backslash."""
+        def escaped(text):
+            return "".join("\\" + c if c in '\\;,":' else c for c in text)
+        password = "P:%s;" % escaped(self.password) if self.password else ""
+        return "WIFI:T:%s;S:%s;%s;" % (self.security, escaped(self.ssid), password)
+
+    def __repr__(self):                 # (no password: reprs end up in logs)
+        return "Wifi(%r, security=%r)" % (self.ssid, self.security)
+
+
+TITLE_LENGTH = 120
+
+
+def clean_title(title):
+    """A title for the night as shown: control characters removed, spaces
+    collapsed, at most TITLE_LENGTH characters."""
+    if title is None:
+        return ""
+    if not isinstance(title, str):
+        raise ValueError("title must be text, got %r" % (title,))
+    text = "".join(" " if c.isspace() else c for c in title
+                   if c.isspace() or unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co"))
+    return " ".join(text.split())[:TITLE_LENGTH]
+
+
+# -- 5c. The history of the night: images on disk within a budget ---------------
 
 class HistoryEntry:
     """One image of the night as it became live, with the metrics of that
     moment. Never changes once made."""
 
-    __slots__ = ("id", "time", "stack_size", "exposure", "bytes", "ext", "session")
+    __slots__ = ("id", "time", "stack_size", "exposure", "bytes", "ext", "session", "title")
 
-    def __init__(self, id, time, stack_size, exposure, bytes, ext, session):
+    def __init__(self, id, time, stack_size, exposure, bytes, ext, session, title=""):
         self.id, self.time, self.ext, self.session = id, time, ext, session
-        self.stack_size, self.exposure, self.bytes = stack_size, exposure, bytes
+        self.stack_size, self.exposure, self.bytes, self.title = stack_size, exposure, bytes, title
 
     @property
     def name(self):
@@ -1990,8 +2332,8 @@ class HistoryEntry:
         return HISTORY_URL_PATH + "/" + self.name
 
     def as_json(self):
-        return {"id": self.id, "time": self.time, "stack_size": self.stack_size,
-                "exposure": self.exposure, "bytes": self.bytes, "url": self.url, "session": self.session}
+        return {"id": self.id, "time": self.time, "stack_size": self.stack_size, "exposure": self.exposure,
+                "bytes": self.bytes, "url": self.url, "session": self.session, "title": self.title}
 
 
 def write_history(folder, doomed, entries, index):
@@ -2070,7 +2412,7 @@ class History:
             try:
                 entry = HistoryEntry(int(record["id"]), float(record["time"]), record["stack_size"],
                                      record["exposure"], int(record["bytes"]), record["ext"],
-                                     int(record["session"]))
+                                     int(record["session"]), clean_title(record.get("title")))
                 size = os.stat(os.path.join(self.folder, entry.name)).st_size
             except (KeyError, TypeError, ValueError, OSError):
                 continue
@@ -2113,7 +2455,7 @@ class History:
 
     # -- on the event loop -------------------------------------------------
 
-    def add(self, snapshot, ext, when, stack_size, exposure, free):
+    def add(self, snapshot, ext, when, stack_size, exposure, free, title=""):
         """A new entry for an image (served from memory until written), or
         None: over the byte budget alone, or the disk (free bytes) too full."""
         size = snapshot.size
@@ -2124,7 +2466,7 @@ class History:
         self._low_disk = low
         if low or size > self.settings.history_bytes or not self.settings.history_entries:
             return None
-        entry = HistoryEntry(self.next_id, when, stack_size, exposure, size, ext, self.session)
+        entry = HistoryEntry(self.next_id, when, stack_size, exposure, size, ext, self.session, title)
         self.next_id += 1
         self.pending[entry.id] = snapshot
         self._set(self.entries + (entry,))
@@ -2483,25 +2825,56 @@ def build_no_cache_file_response(static_path, file_name):
     return Route(path=os.path.join(static_path, file_name), headers=NO_STORE_HEADERS)
 
 
+SERVER_INFO = "server.json"
+SHARE_URL_PATH = "share"
+QR_TEXT_LIMIT = 212                     # bytes a version 10 code of level M holds (not ASCII: 211)
+QR_COLOURS = {"": ("#fff", "#000"), "1": ("#a00000", "#000")}   # ?red=1: a red panel at night
+
+
 class Routes:
     """The URLs a server answers from somewhere else than its web folder
     (called on the event loop).
 
     The history: history.json, and history/<id>.<ext> (an entry not written
-    yet from memory); any other name under history/ is 404. Watch mode: the
-    viewer bundle (it wins over a same-named file of the folder, which
-    belongs to another program), and web_image.jpg, which stands for the
-    newest image of the folder (``live_path``). ALS's Server: web_image.jpg
-    and data.json with ALS 1.0's headers (``no_store``).
+    yet from memory); any other name under history/ is 404. server.json
+    (the title, the Wi-Fi network's name) and the share panel's QR codes,
+    share/qr.svg?text=... and share/wifi.svg. Watch mode: the viewer bundle
+    (it wins over a same-named file of the folder, which belongs to another
+    program), and web_image.jpg, which stands for the newest image of the
+    folder (``live_path``). ALS's Server: web_image.jpg and data.json with
+    ALS 1.0's headers (``no_store``).
     """
 
-    def __init__(self, history=None, bundle=None, live_path=None, no_store=()):
+    def __init__(self, history=None, bundle=None, live_path=None, no_store=(), wifi=None):
         self.history = history
         self.bundle = bundle            # watch mode: URL path -> file of the bundle
         self.live_path = live_path      # watch mode: the file web_image.jpg stands for
         self.no_store = no_store
+        self.wifi = wifi
+        self.info = None                # server.json's snapshot
+        self.set_title("")
+        self._codes = collections.OrderedDict()     # (text, red) -> QR code snapshot, the latest few
 
-    def __call__(self, segments):
+    def set_title(self, title):
+        wifi = self.wifi and {"ssid": self.wifi.ssid, "security": self.wifi.security}
+        body = json.dumps({"title": title, "wifi": wifi, "stream": True}).encode("utf-8")
+        now = time.time()
+        self.info = FileSnapshot(body, now, (int(now * 1e6), len(body)))
+
+    def qr_code(self, text, red):
+        """A QR code as an SVG snapshot, made once for its text and colours."""
+        key = (text, red)
+        snapshot = self._codes.pop(key, None)
+        if snapshot is None:
+            light, dark = QR_COLOURS.get(red, QR_COLOURS[""])
+            body = qr_svg(text, light, dark).encode("ascii")
+            snapshot = FileSnapshot(body, time.time(), (zlib.crc32(body), len(body)))
+        self._codes[key] = snapshot
+        while len(self._codes) > 32:
+            self._codes.popitem(last=False)
+        return Route(snapshot=snapshot, content_type=CONTENT_TYPES[".svg"], cache_control=IMMUTABLE)
+
+    def __call__(self, segments, query=""):
         history = self.history
         if history is not None:
             if segments == [HISTORY_LISTING]:
@@ -2515,6 +2888,23 @@ class Routes:
                     return Route(snapshot=pending, content_type=content_type_for(entry.name),
                                  cache_control=IMMUTABLE)
                 return Route(path=os.path.join(history.folder, entry.name), cache_control=IMMUTABLE)
+        if segments == [SERVER_INFO]:
+            return Route(snapshot=self.info, content_type=CONTENT_TYPES[".json"])
+        if segments[0] == SHARE_URL_PATH:
+            fields = urllib.parse.parse_qs(query)
+            red = fields.get("red", [""])[0]
+            if segments == [SHARE_URL_PATH, "qr.svg"]:
+                text = fields.get("text", [""])[0]
+                if not text:
+                    raise HTTPError(400, "no text to encode", explain=True)
+                if len(text.encode("utf-8")) > QR_TEXT_LIMIT:
+                    raise HTTPError(414, "text too long for a QR code", explain=True)
+                return self.qr_code(text, red)
+            if segments == [SHARE_URL_PATH, "wifi.svg"] and self.wifi is not None:
+                route = self.qr_code(self.wifi.payload(), red)
+                route.headers = {"Cache-Control": NO_CACHE}
+                return route
+            raise HTTPError(404, "nothing to share here")
         if self.bundle is not None:
             if segments == [IMAGE_NAME] and self.live_path is not None:
                 return Route(path=self.live_path)
@@ -2590,9 +2980,10 @@ class Announcer:
     event loop; a new image's disk work (reading it after a notify, the
     metrics, writing its history entry) runs as SerialJobs."""
 
-    def __init__(self, site, routes, web_folder, waiting_body):
+    def __init__(self, site, routes, web_folder, waiting_body, title=""):
         self.site = site
         self.routes = routes
+        self.title = title              # the night's, kept with each history entry
         self.history = routes.history
         self.web_folder = web_folder
         self.image_path = os.path.join(web_folder, IMAGE_NAME)     # a notify without a path (ALS mode)
@@ -2611,6 +3002,7 @@ class Announcer:
         if snapshot is None:
             return
         self.site.files.cache.put(path, snapshot)
+        self.site.stream.publish(snapshot, content_type_for(path))
         self.last_body = snapshot.body
         last = self.history.entries[-1] if self.history is not None and self.history.entries else None
         if last is not None and last.bytes == snapshot.size \
@@ -2629,6 +3021,12 @@ class Announcer:
         else:
             job = functools.partial(prepare_image, path, None, self.web_folder, self.history_folder)
             self.preparing.submit(lambda: job, functools.partial(self._announce, path, keep), key=(path, keep))
+
+    def set_title(self, title):
+        """A new title for the night (a new target): told to the browsers."""
+        self.title = title
+        self.routes.set_title(title)
+        self.site.hub.broadcast(json.dumps({"type": "title", "title": title}))
 
     def new_session(self):
         """A new session starts after the images already given."""
@@ -2650,6 +3048,7 @@ class Announcer:
             site.hub.broadcast(NEW_IMAGE_MESSAGE)
             return
         site.files.cache.put(path, snapshot)
+        site.stream.publish(snapshot, content_type_for(path))
         if self.routes.bundle is not None:
             self.routes.live_path = path
         entry = None
@@ -2659,7 +3058,7 @@ class Announcer:
             self.last_entry_id = None
             if history is not None:
                 ext = ".png" if content_type_for(path) == "image/png" else ".jpg"
-                entry = history.add(snapshot, ext, time.time(), stack_size, exposure, free)
+                entry = history.add(snapshot, ext, time.time(), stack_size, exposure, free, self.title)
                 if entry is not None:
                     self.last_entry_id = entry.id
         self.last_body = snapshot.body
@@ -2790,11 +3189,13 @@ class ImageServer:
     given to announce_image(), the waiting image until there is one; the
     history is kept outside the folder. ``create_folder``: a missing web
     folder is created after the bind (the command line's own folder).
+    ``title``: the night's (set_title() changes it); ``wifi``: a Wifi the
+    viewer's share panel offers visitors.
     """
 
     def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address=ADVERTISED_ADDRESS_AUTO,
                  assets_dir=None, mode=ALS_MODE, bind=WEB_SERVER_BIND_HOST, settings=None,
-                 history_folder=None, live_image=None, create_folder=False):
+                 history_folder=None, live_image=None, create_folder=False, title="", wifi=None):
         self.web_folder = web_folder
         self.port = port
         self.address_preference = displayed_address
@@ -2805,6 +3206,8 @@ class ImageServer:
         self.history_folder = history_folder
         self.live_image = live_image
         self.create_folder = create_folder
+        self.title = clean_title(title)
+        self.wifi = wifi
         self.displayed_address = None
         self.access_limited = False
         self.url = None
@@ -2869,6 +3272,8 @@ class ImageServer:
         """Every setting checked before anything is bound or written."""
         if self.mode not in (ALS_MODE, WATCH_MODE):
             raise ValueError("mode must be %r or %r, got %r" % (ALS_MODE, WATCH_MODE, self.mode))
+        if self.wifi is not None and not isinstance(self.wifi, Wifi):
+            raise ValueError("wifi must be an alsserve.Wifi, got %r" % (self.wifi,))
         check_port(self.port)
         check_bind_address(self.bind)
         parse_address_preference(self.address_preference)
@@ -2899,8 +3304,8 @@ class ImageServer:
         if self.mode == WATCH_MODE:
             live = self.live_image if self.live_image and is_inside(self.live_image, self.web_folder) \
                 else waiting_image_path(self.assets_dir)
-            return Routes(history, bundle_files(self.assets_dir), live)
-        return Routes(history)
+            return Routes(history, bundle_files(self.assets_dir), live, wifi=self.wifi)
+        return Routes(history, wifi=self.wifi)
 
     def _prepare(self, history_folder):
         """The running parts, the history opened and the live image in memory."""
@@ -2912,7 +3317,8 @@ class ImageServer:
         site = Site(self.web_folder, self.settings, routes)
         waiting = waiting_image_path(self.assets_dir)
         waiting_body = read_file(waiting) if waiting else None
-        announcer = Announcer(site, routes, self.web_folder, waiting_body)
+        routes.set_title(self.title)
+        announcer = Announcer(site, routes, self.web_folder, waiting_body, self.title)
         announcer.resume(routes.live_path or os.path.join(self.web_folder, IMAGE_NAME))
         return SiteThread(site, announcer)
 
@@ -2937,6 +3343,16 @@ class ImageServer:
                 raise ValueError("%s is not in the web folder %s" % (path, self.web_folder))
             path = os.path.abspath(path)
         thread.call(thread.announcer.new_image, path)
+
+    def set_title(self, title):
+        """The night's title (a new target): shown by every viewer and kept
+        with the history entries from now on; at most 120 characters,
+        control characters removed. Returns the title as shown."""
+        self.title = clean_title(title)
+        thread = self._thread
+        if thread is not None:
+            thread.call(thread.announcer.set_title, self.title)
+        return self.title
 
     def send_message_text(self, text):
         """Send a text message to every browser; returns at once."""
@@ -3018,7 +3434,7 @@ class AlsFolderServer(ImageServer):
         pass
 
     def _routes(self, history):
-        return Routes(history, no_store=(IMAGE_NAME, METRICS_NAME))
+        return Routes(history, no_store=(IMAGE_NAME, METRICS_NAME), wifi=self.wifi)
 
 
 class Signal:
@@ -3337,6 +3753,16 @@ def build_argument_parser():
                              "address, 'ip:192.168.1.10' forces one (default: auto)")
     parser.add_argument("--assets", metavar="DIR", default=None,
                         help="viewer bundle (default: the assets folder next to alsserve.py)")
+    parser.add_argument("--title", default="", metavar="TEXT",
+                        help="the night's title, shown by every viewer, e.g. \"M42 - Orion Nebula\"")
+    parser.add_argument("--wifi", metavar="SSID", default=None,
+                        help="a Wi-Fi network for visitors: the viewer's share panel and the terminal show "
+                             "its QR code (the password too, inside the code: use a guest network)")
+    parser.add_argument("--wifi-password", metavar="PASSWORD", default=None,
+                        help="its password (or the environment variable ALSSERVE_WIFI_PASSWORD, which "
+                             "stays out of the shell's history)")
+    parser.add_argument("--wifi-security", choices=WIFI_SECURITY, default=None,
+                        help="WPA (with a password, the default), WEP or nopass (without)")
     parser.add_argument("--trust-proxy", metavar="ADDRESS", default=None,
                         help="a reverse proxy at ADDRESS (e.g. 127.0.0.1 for nginx on this "
                              "machine): log the client address it sends in X-Forwarded-For")
@@ -3383,200 +3809,6 @@ class _CommandLineFormatter(logging.Formatter):
         if record.levelno != logging.INFO:
             record.message = "%s: %s" % (record.levelname, record.message)
         return super().formatMessage(record)
-
-
-# -- terminal QR code ----------------------------------------------------------
-
-# The terminal QR code (ISO/IEC 18004): byte mode, level M, versions 1-10.
-# ISO/IEC 18004:2006 Table 9 (error correction characteristics), level M, per
-# version: (EC codewords per block, group-1 blocks, data codewords per
-# group-1 block, group-2 blocks); a group-2 block has one data codeword more.
-_QR_M_BLOCKS = (None, (10, 1, 16, 0), (16, 1, 28, 0), (26, 1, 44, 0),
-                (18, 2, 32, 0), (24, 2, 43, 0), (16, 4, 27, 0), (18, 4, 31, 0),
-                (22, 2, 38, 2), (22, 3, 36, 2), (26, 4, 43, 1))
-# Alignment pattern centre rows/columns, ISO/IEC 18004 Annex E (Table E.1).
-_QR_ALIGN = (None, (), (6, 18), (6, 22), (6, 26), (6, 30), (6, 34),
-             (6, 22, 38), (6, 24, 42), (6, 26, 46), (6, 28, 50))
-# Data mask conditions (Table 10), row r, column c: True = invert the module.
-_QR_MASKS = (lambda r, c: (r + c) % 2 == 0, lambda r, c: r % 2 == 0,
-             lambda r, c: c % 3 == 0, lambda r, c: (r + c) % 3 == 0,
-             lambda r, c: (r // 2 + c // 3) % 2 == 0, lambda r, c: (r * c) % 2 + (r * c) % 3 == 0,
-             lambda r, c: ((r * c) % 2 + (r * c) % 3) % 2 == 0,
-             lambda r, c: ((r + c) % 2 + (r * c) % 3) % 2 == 0)
-
-
-def _qr_gf_tables():
-    """Exp/log tables of GF(256) with the QR field polynomial 0x11D."""
-    exp, log, x = [0] * 510, [0] * 256, 1
-    for i in range(255):
-        exp[i] = exp[i + 255] = x  # doubled so products need no "mod 255"
-        log[x] = i
-        x = (x << 1) ^ (0x11D if x & 0x80 else 0)
-    return exp, log
-
-
-_QR_EXP, _QR_LOG = _qr_gf_tables()
-
-
-def _qr_gf_mul(a, b):
-    return _QR_EXP[_QR_LOG[a] + _QR_LOG[b]] if a and b else 0
-
-
-def _qr_rs_remainder(data, n):
-    """The n Reed-Solomon EC codewords: data * x^n modulo the generator
-    prod_{i<n} (x - alpha^i); polynomials are lists, highest power first."""
-    gen = [1]
-    for i in range(n):
-        gen = [p ^ _qr_gf_mul(q, _QR_EXP[i]) for p, q in zip(gen + [0], [0] + gen)]
-    rem = [0] * n
-    for d in data:  # polynomial long division, one data codeword at a time
-        factor = d ^ rem.pop(0)
-        rem = [r ^ _qr_gf_mul(g, factor) for r, g in zip(rem + [0], gen[1:])]
-    return rem
-
-
-def _qr_bch(data, gen, degree):
-    """data followed by its `degree` BCH check bits (remainder modulo gen)."""
-    rem = data << degree
-    for shift in range(rem.bit_length() - gen.bit_length(), -1, -1):
-        if rem >> (shift + degree) & 1:
-            rem ^= gen << shift
-    return (data << degree) | rem
-
-
-def _qr_format_bits(mask):
-    # Level M is 00; the XOR mask keeps the 15 bits from being all zero.
-    return _qr_bch(mask, 0x537, 10) ^ 0x5412
-
-
-def _qr_format_cells(n):
-    """(row, col) of format bit i (0 = least significant), for both copies."""
-    return ([(r, 8) for r in (0, 1, 2, 3, 4, 5, 7, 8)] + [(8, c) for c in (7, 5, 4, 3, 2, 1, 0)],
-            [(8, c) for c in range(n - 1, n - 9, -1)] + [(r, 8) for r in range(n - 7, n)])
-
-
-def _qr_base(version):
-    """The function patterns: returns (modules, is_function) grids."""
-    n = 17 + 4 * version
-    m = [[False] * n for _ in range(n)]
-    fn = [[False] * n for _ in range(n)]
-
-    def put(r, c, dark):
-        m[r][c], fn[r][c] = bool(dark), True
-
-    for r0, c0 in ((0, 0), (0, n - 7), (n - 7, 0)):
-        # Finder and its light separator, as square rings around the centre.
-        for r in range(max(r0 - 1, 0), min(r0 + 8, n)):
-            for c in range(max(c0 - 1, 0), min(c0 + 8, n)):
-                put(r, c, max(abs(r - r0 - 3), abs(c - c0 - 3)) not in (2, 4))
-    for i in range(8, n - 8):  # timing patterns
-        put(6, i, i % 2 == 0)
-        put(i, 6, i % 2 == 0)
-    for r in _QR_ALIGN[version]:
-        for c in _QR_ALIGN[version]:
-            if (r, c) not in ((6, 6), (6, n - 7), (n - 7, 6)):  # finders
-                for dr in range(-2, 3):
-                    for dc in range(-2, 3):
-                        put(r + dr, c + dc, max(abs(dr), abs(dc)) != 1)
-    for r, c in sum(_qr_format_cells(n), []):  # reserved; written per mask
-        put(r, c, False)
-    put(n - 8, 8, True)  # the "dark module"
-    if version >= 7:  # version information, both 6x3 blocks
-        bits = _qr_bch(version, 0x1F25, 12)
-        for i in range(18):
-            put(i // 3, n - 11 + i % 3, bits >> i & 1)
-            put(n - 11 + i % 3, i // 3, bits >> i & 1)
-    return m, fn
-
-
-def _qr_header(data, version):
-    """Mode and length bits.  Non-ASCII text is preceded by ECI 26 (UTF-8):
-    without it readers guess a charset (zbar picks Big5 or Shift JIS)."""
-    eci = "011100011010" if any(b >= 0x80 for b in data) else ""
-    return eci + "0100" + format(len(data), "016b" if version >= 10 else "08b")
-
-
-def _qr_codewords(data, version):
-    """Data codewords (padded) then EC codewords, interleaved by block."""
-    ec, b1, k1, b2 = _QR_M_BLOCKS[version]
-    capacity = b1 * k1 + b2 * (k1 + 1)
-    bits = _qr_header(data, version) + "".join(format(b, "08b") for b in data)
-    bits += "0" * min(4, 8 * capacity - len(bits))  # terminator
-    bits += "0" * (-len(bits) % 8)
-    words = [int(bits[i:i + 8], 2) for i in range(0, len(bits), 8)]
-    words = (words + [0xEC, 0x11] * capacity)[:capacity]
-    blocks, start = [], 0
-    for size in [k1] * b1 + [k1 + 1] * b2:
-        blocks.append(words[start:start + size])
-        start += size
-    ecs = [_qr_rs_remainder(b, ec) for b in blocks]
-    return ([b[i] for i in range(k1 + 1) for b in blocks if i < len(b)]
-            + [e[i] for i in range(ec) for e in ecs])
-
-
-def _qr_penalty(m):
-    """Mask penalty, rules N1-N4 (ISO/IEC 18004:2006 6.8.2.1, Table 11)."""
-    n, score = len(m), 0
-    for line in m + [list(col) for col in zip(*m)]:
-        s = "".join("1" if x else "0" for x in line)
-        # N1: each run of 5+ same-colour modules scores 3 + (length - 5);
-        # the runs are found by splitting the line at every colour change.
-        for run in s.replace("01", "0 1").replace("10", "1 0").split():
-            score += len(run) - 2 if len(run) >= 5 else 0
-        # N3: 1:1:3:1:1 finder look-alike with 4 light modules on one side;
-        # outside the symbol counts as light since the quiet zone is there.
-        s = "0000" + s + "0000"
-        i = s.find("1011101")
-        while i >= 0:
-            if s[i - 4:i] == "0000" or s[i + 7:i + 11] == "0000":
-                score += 40
-            i = s.find("1011101", i + 1)
-    for r in range(n - 1):  # N2: each 2x2 block of one colour scores 3
-        for c in range(n - 1):
-            if m[r][c] == m[r][c + 1] == m[r + 1][c] == m[r + 1][c + 1]:
-                score += 3
-    dark = sum(map(sum, m))  # N4: 10 per full 5% that dark is off 50%
-    return score + 10 * (abs(20 * dark - 10 * n * n) // (n * n))
-
-
-def qr_matrix(text, mask=None):
-    """QR code of text (UTF-8, byte mode, level M, smallest version 1-10) as
-    rows of bools, True = dark, without quiet zone.  mask 0-7 forces that
-    mask; by default the one with the lowest penalty is used."""
-    data = text.encode("utf-8")
-    for version in range(1, 11):
-        _, b1, k1, b2 = _QR_M_BLOCKS[version]
-        if len(_qr_header(data, version)) + 8 * len(data) <= 8 * (b1 * k1 + b2 * (k1 + 1)):
-            break
-    else:
-        raise ValueError("text is %d bytes in UTF-8; a QR code (version 10, level M) "
-                         "holds at most 213 (212 if not ASCII)" % len(data))
-    if mask not in (None, 0, 1, 2, 3, 4, 5, 6, 7):
-        raise ValueError("mask must be None or 0-7, not %r" % (mask,))
-    m, fn = _qr_base(version)
-    n = len(m)
-    bits = [w >> (7 - i) & 1 for w in _qr_codewords(data, version) for i in range(8)]
-    # Zigzag up and down two-module-wide columns from the bottom right, skipping
-    # the vertical timing column; cells left over (the remainder bits) stay light.
-    k, upward, right = 0, True, n - 1
-    while right > 0:
-        right = 5 if right == 6 else right
-        for r in (range(n - 1, -1, -1) if upward else range(n)):
-            for c in (right, right - 1):
-                if not fn[r][c] and k < len(bits):
-                    m[r][c], k = bits[k] == 1, k + 1
-        upward, right = not upward, right - 2
-
-    def masked(mk):  # data modules masked, format information written
-        out = [[m[r][c] != (not fn[r][c] and _QR_MASKS[mk](r, c)) for c in range(n)]
-               for r in range(n)]
-        for cells in _qr_format_cells(n):
-            for i, (r, c) in enumerate(cells):
-                out[r][c] = bool(_qr_format_bits(mk) >> i & 1)
-        return out
-    if mask is not None:
-        return masked(mask)
-    return min((masked(mk) for mk in range(8)), key=_qr_penalty)  # first lowest
 
 
 def qr_to_terminal(text, quiet=2, colours=True):
@@ -3641,9 +3873,18 @@ def startup_block(server, qr, watching=None):
         for address in list_ipv4_addresses():
             if address != server.displayed_address:
                 lines.append("  Also:       http://%s:%d/" % (address, port))
+    if server.title:
+        lines.append("  Title:      %s" % server.title)
+    if server.wifi is not None:         # (its password only inside the QR code)
+        lines.append("  Wi-Fi:      %s (%s)" % (server.wifi.ssid, "open" if server.wifi.security == "nopass"
+                                                else "password in the QR code"))
     if qr:
-        lines.append("")
-        lines.extend("  " + row for row in qr_to_terminal(server.url, colours=terminal_has_colours()).splitlines())
+        colours = terminal_has_colours()
+        codes = ([("1. Join the Wi-Fi", server.wifi.payload())] if server.wifi is not None else []) + \
+            [("2. Open the page" if server.wifi is not None else "Open the page", server.url)]
+        for caption, text in codes:
+            lines.extend(["", "  " + caption])
+            lines.extend("  " + row for row in qr_to_terminal(text, colours=colours).splitlines())
     lines.append("")
     return "\n".join(lines)
 
@@ -3703,9 +3944,15 @@ def _server_from_arguments(args):
         raise ValueError("--image follows the images of a watched folder: give it with -d DIR")
     settings = Settings(history_entries=check_count("--history", args.history),
                         trusted_proxy=args.trust_proxy and check_ip_address("--trust-proxy", args.trust_proxy))
+    wifi = None
+    if args.wifi is not None:
+        wifi = Wifi(args.wifi, args.wifi_password or os.environ.get("ALSSERVE_WIFI_PASSWORD") or None,
+                    args.wifi_security)
+    elif args.wifi_password or args.wifi_security:
+        raise ValueError("--wifi-password and --wifi-security go with --wifi SSID")
     return ImageServer(args.web_folder or default_folder, port=port, displayed_address=args.address,
                        assets_dir=args.assets, mode=WATCH_MODE if watch_mode else ALS_MODE, bind=args.bind,
-                       settings=settings, create_folder=args.web_folder is None)
+                       settings=settings, create_folder=args.web_folder is None, title=args.title, wifi=wifi)
 
 
 def _run(args):

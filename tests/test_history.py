@@ -76,7 +76,7 @@ class HistoryStoreTest(FolderCase):
             self.assertEqual(os.stat(path).st_mtime, entry.time)       # its Last-Modified
         self.assertEqual(as_list(history)[1], {"id": ids[1], "time": 1001.0, "stack_size": 11,
                                                "exposure": "0:01:00", "bytes": 1001,
-                                               "url": "history/%d.jpg" % ids[1], "session": 1})
+                                               "url": "history/%d.jpg" % ids[1], "session": 1, "title": ""})
         self.assertEqual(sorted(os.listdir(folder)), sorted(["%d.jpg" % i for i in ids] + ["index.json"]))
         png = add(history, make_png(500), ".png", 2000.0)
         self.assertEqual((png.url, png.stack_size, png.exposure), ("history/%d.png" % png.id, None, None))

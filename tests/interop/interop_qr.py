@@ -147,13 +147,35 @@ class ZbarInterop(unittest.TestCase):
         import alsserve
         server = types.SimpleNamespace(port=8000, web_folder='/tmp/web', mode='watch',
                                        url='http://192.168.1.23:8000/', bind='127.0.0.1',
-                                       displayed_address='192.168.1.23')
+                                       displayed_address='192.168.1.23', title='', wifi=None)
         block = alsserve.startup_block(server, qr=True)
         code = '\n'.join(line[2:] for line in block.split('\n') if '\x1b[' in line)
         for theme in THEMES:
             with self.subTest(theme=theme):
                 self.assertEqual(zbar_decode(render_terminal(code, theme, margin=6), quiet=0),
                                  server.url)
+
+    def test_the_wifi_code_comes_first_and_decodes_on_both_themes(self):
+        import alsserve
+        wifi = alsserve.Wifi('Star;Party \u00e9toil\u00e9', 'p\\ss:w,rd"')
+        server = types.SimpleNamespace(port=8000, web_folder='/tmp/web', mode='watch',
+                                       url='http://10.42.0.1:8000/', bind='0.0.0.0',
+                                       displayed_address='10.42.0.1', title='M42', wifi=wifi)
+        block = alsserve.startup_block(server, qr=True)
+        self.assertNotIn('ss:w,rd', block)
+        codes, current = [], None
+        for line in block.split('\n'):
+            if line.strip() in ('1. Join the Wi-Fi', '2. Open the page'):
+                current = []
+                codes.append(current)
+            elif current is not None and '\x1b[' in line:
+                current.append(line[2:])
+        self.assertEqual(len(codes), 2)
+        for theme in THEMES:
+            with self.subTest(theme=theme):
+                decoded = [zbar_decode(render_terminal('\n'.join(code), theme, margin=6), quiet=0)
+                           for code in codes]
+                self.assertEqual(decoded, [wifi.payload(), server.url])
 
     def test_utf8_text_decodes(self):
         text = 'http://192.168.1.23:8000/M\u00fcsik/Caf\u00e9'
