@@ -912,7 +912,7 @@
       event.preventDefault();
     });
     divider.addEventListener('pointermove', function (event) {
-      if (!divider.hasPointerCapture(event.pointerId)) return;     // a drag, not a hover
+      if (!divider.hasPointerCapture(event.pointerId)) return;
       compare.split = clamp(event.clientX / view.width, 0, 1);
       divider.style.left = compare.split * 100 + '%';
       draw();
