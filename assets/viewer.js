@@ -24,7 +24,7 @@
       try { return localStorage.getItem('alsserve.' + name); } catch (error) { return null; }
     },
     write: function (name, value) {
-      try { localStorage.setItem('alsserve.' + name, String(value)); } catch (error) { /* not kept */ }
+      try { localStorage.setItem('alsserve.' + name, value); } catch (error) { /* not kept */ }
     }
   };
 
@@ -47,11 +47,24 @@
     return flight;
   }
 
-  // A missing file reads as {}, a failure as null.
-  function readJson(url, cache, done) {
-    fetch(url, { cache: cache }).then(function (response) {
-      return response.status === 404 ? {} : response.ok ? response.json() : null;
-    }).then(done, function () { done(null); });
+  // JSON, the newest answer only: a missing file is {}, a failure null.
+  function createReader(url, cache, answer) {
+    return createSingleFlight({
+      next: function () { return url; },
+      fetch: function (url, done) {
+        fetch(url, { cache: cache }).then(function (response) {
+          return response.status === 404 ? {} : response.ok ? response.json() : null;
+        }).then(done, function () { done(null); });
+      },
+      answer: function (url, data) { answer(data); },
+      dropStale: true
+    });
+  }
+
+  function describe(entry, parts) {
+    if (entry.stack_size != null) parts.push('Stack ' + entry.stack_size);
+    if (entry.exposure) parts.push(entry.exposure);
+    return parts.join(' \u00b7 ');
   }
 
   /* Zoom relative to the fitted size and the image point (0..1) mid-screen: both outlive an image. */
@@ -78,7 +91,6 @@
       view.centerY = clamp(centerY, 0, 1);
       view.onChange();
     };
-    // The image point under (x, y) stays there.
     view.zoomAt = function (factor, x, y) {
       if (!view.imageWidth) return;
       if (x == null) { x = view.width / 2; y = view.height / 2; }
@@ -101,19 +113,18 @@
 
     function resized() { view.measure(); view.onChange(); }
     window.addEventListener('resize', resized);
-    window.addEventListener('orientationchange', resized);
     if (window.ResizeObserver) new ResizeObserver(resized).observe(stage);
     view.measure();
     return view;
   }
 
-  /* One decoded image, for flat memory: an ImageBitmap drawn into a screen-sized canvas, the
-     previous one closed (an <img> kept decoded copies). #view: where the image is. */
+  /* One decoded image (two to compare), for flat memory: ImageBitmaps drawn into a screen-sized
+     canvas, the replaced one closed (an <img> kept decoded copies). #view: where the image is. */
   function createPicture(stage, view) {
-    var GAIN = [1, 1.5, 2.2, 3.2];        // boost: the image added onto itself
+    var GAIN = [1, 1.5, 2.2, 3.2];
     var canvas = document.createElement('canvas'), box = document.createElement('div');
     var context = window.createImageBitmap ? canvas.getContext('2d') : null;
-    var image = null, red = false, boost = 0, drawQueued = false;
+    var image = null, before = null, split = 0.5, red = false, boost = 0, drawQueued = false;
 
     if (context) {
       canvas.id = 'pic';
@@ -139,14 +150,15 @@
       if (!image) return;
       context.imageSmoothingQuality = 'medium';
       context.setTransform(scale, 0, 0, scale, view.left() * ratio, view.top() * ratio);
-      context.drawImage(image, 0, 0);
-      // drawn, not filtered: WPE draws no CSS filter on a canvas, WebKitGTK no SVG filter
-      context.globalCompositeOperation = 'lighter';
-      for (var extra = GAIN[boost] - 1; extra > 0; extra--) {
-        context.globalAlpha = Math.min(1, extra);
-        context.drawImage(image, 0, 0);
+      paint(image);
+      if (before) {
+        context.save();
+        context.beginPath();
+        context.rect(0, 0, (view.width * split - view.left()) / view.scale(), view.imageHeight);
+        context.clip();
+        paint(before);
+        context.restore();
       }
-      context.globalAlpha = 1;
       if (red) {                          // grey, then times red
         context.globalCompositeOperation = 'saturation';
         context.fillStyle = '#888';
@@ -155,6 +167,18 @@
         context.fillStyle = '#f00';
         context.fillRect(0, 0, view.imageWidth, view.imageHeight);
       }
+      context.globalCompositeOperation = 'source-over';
+    }
+
+    // Boost drawn, not filtered: WPE draws no CSS filter on a canvas, WebKitGTK no SVG filter.
+    function paint(source) {
+      context.drawImage(source, 0, 0, view.imageWidth, view.imageHeight);
+      context.globalCompositeOperation = 'lighter';
+      for (var extra = GAIN[boost] - 1; extra > 0; extra--) {
+        context.globalAlpha = Math.min(1, extra);
+        context.drawImage(source, 0, 0, view.imageWidth, view.imageHeight);
+      }
+      context.globalAlpha = 1;
       context.globalCompositeOperation = 'source-over';
     }
 
@@ -183,37 +207,47 @@
     function setLook(redOnly, boostLevel) {
       red = redOnly;
       boost = boostLevel;
-      if (!context) {                     // CSS filters, and a red layer multiplying a grey image
+      if (!context) {
         stage.style.filter = (boost ? 'brightness(' + GAIN[boost] + ') ' : '') + (red ? 'grayscale(1)' : '');
         show(byId('redlayer'), red);
       }
       render();
     }
 
+    function compare(bitmap, fraction) {
+      if (before && before !== bitmap) before.close();
+      before = bitmap;
+      split = fraction;
+      render();
+    }
+
     view.onChange = render;
-    return { canvas: !!context, boostLevels: GAIN.length - 1, replace: replace, setLook: setLook };
+    return { canvas: !!context, boostLevels: GAIN.length - 1, replace: replace, setLook: setLook, compare: compare };
   }
 
-  /* Night vision (red-only, boost), remembered. */
   function createLook(picture) {
     var look = {
       red: preferences.read('red') === '1',
+      reticle: preferences.read('reticle') === '1',
       boost: clamp(parseInt(preferences.read('boost'), 10) || 0, 0, picture.boostLevels)
     };
-    var redButton = byId('red'), boostButton = byId('boost');
+    var boostButton = byId('boost');
 
     function apply() {
       picture.setLook(look.red, look.boost);
-      redButton.setAttribute('aria-pressed', look.red);
+      show(byId('crosshair'), look.reticle);
       boostButton.setAttribute('aria-pressed', look.boost > 0);
       boostButton.setAttribute('data-level', look.boost || '');
       boostButton.setAttribute('aria-label', 'Boost faint objects' +
         (look.boost ? ' (level ' + look.boost + ' of ' + picture.boostLevels + ')' : ''));
+      ['red', 'reticle'].forEach(function (name) { byId(name).setAttribute('aria-pressed', look[name]); });
     }
-    onClick('red', function () {
-      look.red = !look.red;
-      preferences.write('red', look.red ? 1 : 0);
-      apply();
+    ['red', 'reticle'].forEach(function (name) {
+      onClick(name, function () {
+        look[name] = !look[name];
+        preferences.write(name, look[name] ? 1 : 0);
+        apply();
+      });
     });
     onClick('boost', function () {
       look.boost = (look.boost + 1) % (picture.boostLevels + 1);
@@ -225,18 +259,15 @@
   }
 
   /* The session's entries: history.json, then history_entry messages (live with the next new_image).
-     mode: 'live', 'past' (an older entry) or 'playing'. */
+     mode: 'live', 'past' (an older entry) or 'playing'; comparing: the live image shown anyway. */
   function createHistory() {
-    var history = { session: null, entries: [], liveId: null, mode: 'live', index: -1, newer: 0, onChange: nothing };
+    var history = {
+      session: null, entries: [], liveId: null, mode: 'live', index: -1, newer: 0, comparing: false, onChange: nothing
+    };
     var announced = null, announcedTimer = 0, webGeneration = 0;
-    var reads = createSingleFlight({
-      next: function () { return 'history.json'; },
-      fetch: function (url, done) { readJson(url, 'no-cache', done); },
-      answer: function (url, data) {
-        if (data) apply(data);
-        history.onChange();
-      },
-      dropStale: true
+    var reads = createReader('history.json', 'no-cache', function (data) {
+      if (data) apply(data);
+      history.onChange();
     });
 
     function valid(entry) { return entry && typeof entry.id === 'number' && typeof entry.url === 'string'; }
@@ -249,10 +280,13 @@
       for (var i = history.entries.length - 1; i >= 0; i--) if (history.entries[i].id === id) return i;
       return -1;
     };
-    history.shownEntry = function () { return history.mode === 'live' ? null : history.entries[history.index]; };
+    history.chosenEntry = function () { return history.mode === 'live' ? null : history.entries[history.index]; };
+    history.shownEntry = function () { return history.comparing ? null : history.chosenEntry(); };
+    history.liveEntry = function () { return history.entries[history.indexOf(history.liveId)]; };
+    history.beforeEntry = function () { return history.chosenEntry() || history.entries[0]; };
 
     function apply(data) {
-      var kept = history.shownEntry();
+      var kept = history.chosenEntry();
       history.session = data.session == null ? null : data.session;
       history.entries = (data.entries instanceof Array ? data.entries : []).filter(function (entry) {
         return valid(entry) && (entry.session === undefined || entry.session === history.session);
@@ -282,7 +316,7 @@
       if (announced) {
         history.liveId = announced.id;
         announced = null;
-        if (history.mode !== 'live') history.newer++;
+        if (history.shownEntry()) history.newer++;
         history.onChange();
       } else {                            // changed outside the history, or none
         history.liveId = null;
@@ -303,6 +337,10 @@
       setLive();
       history.onChange();
     };
+    history.setComparing = function (comparing) {
+      history.comparing = comparing;
+      history.onChange();
+    };
     history.goTo = function (index, mode) {
       if (index < 0 || index >= history.entries.length) return;
       if (history.mode === 'live') history.newer = 0;
@@ -313,8 +351,7 @@
 
     // The live entry by its immutable URL: caches keep it.
     history.target = function () {
-      var live = history.mode === 'live';
-      var entry = live ? history.entries[history.indexOf(history.liveId)] : history.shownEntry();
+      var shown = history.shownEntry(), live = !shown, entry = shown || history.liveEntry();
       if (entry) {
         return { key: 'entry ' + entry.id, url: entry.url, id: entry.id, live: live,
           name: 'image-' + entry.url.replace(/^.*\//, '') };
@@ -381,7 +418,7 @@
         target.modified = Date.parse(request.getResponseHeader('Last-Modified'));
         target.skew = isNaN(served) ? 0 : now() - served;
         if (shown && target.etag && shown.etag === target.etag && shown.url === target.url) {
-          done({ unchanged: true });      // revalidated
+          done({ unchanged: true });
           return;
         }
         target.objectUrl = URL.createObjectURL(request.response);
@@ -442,20 +479,14 @@
     return images;
   }
 
-  /* data.json: no figures shown without one. */
   function createMetrics() {
     var metrics = { stack: null, exposure: null, onChange: nothing };
-    metrics.read = createSingleFlight({
-      next: function () { return 'data.json'; },
-      fetch: function (url, done) { readJson(url, 'no-store', done); },
-      answer: function (url, data) {
-        if (!data) return;
-        var stack = data.STACK_SIZE, exposure = data.EXPO;
-        metrics.stack = typeof stack === 'number' || typeof stack === 'string' ? stack : null;
-        metrics.exposure = typeof exposure === 'string' || typeof exposure === 'number' ? String(exposure) : null;
-        metrics.onChange();
-      },
-      dropStale: true
+    metrics.read = createReader('data.json', 'no-store', function (data) {
+      if (!data) return;
+      var stack = data.STACK_SIZE, exposure = data.EXPO;
+      metrics.stack = typeof stack === 'number' || typeof stack === 'string' ? stack : null;
+      metrics.exposure = typeof exposure === 'string' || typeof exposure === 'number' ? String(exposure) : null;
+      metrics.onChange();
     }).ask;
     return metrics;
   }
@@ -528,18 +559,19 @@
     return connection;
   }
 
-  function createOverlay(images, connection, history, metrics) {
+  function createOverlay(images, connection, history, metrics, server) {
     var STALE_AFTER = 120000;
     var STATE_TEXT = {
       connecting: 'connecting\u2026', live: 'live', reconnecting: 'reconnecting\u2026',
       stopped: 'Image server stopped', offline: 'offline'
     };
     var body = document.body, stateText = byId('conn'), ageText = byId('age'), nextTry = byId('next');
+    var titleText = byId('title');
     var figures = byId('metrics'), stackText = byId('stack'), exposureText = byId('expo');
     var progressBox = byId('progress'), progressBar = byId('pbar'), progressText = byId('ptext');
     var overlay = { stale: false }, shownState = '', idleTimer = 0;
 
-    // Dims without input, back with input or a change of state.
+    // Dims when idle; input or a new state wakes it.
     function rouse() {
       body.classList.remove('idle');
       clearTimeout(idleTimer);
@@ -568,10 +600,13 @@
         Math.floor(fraction * 100) + '% of ' + megabytes(progress.total) : megabytes(progress.loaded)));
     }
 
-    // A past entry's own figures, else the live ones.
+    // A past entry's own title and figures, else the live ones; text, never HTML.
     function showFigures() {
-      var entry = history.shownEntry();
+      var entry = history.shownEntry(), title = entry && 'title' in entry ? entry.title : server.title;
       var stack = entry ? entry.stack_size : metrics.stack, exposure = entry ? entry.exposure : metrics.exposure;
+      show(titleText, title);
+      setText(titleText, title);
+      setText(document.querySelector('title'), title || 'ALS live image');
       show(stackText, stack != null);
       show(exposureText, exposure != null);
       setText(stackText, 'Stack: ' + stack);
@@ -580,7 +615,7 @@
     }
 
     overlay.update = function () {
-      var state = connection.state, age = images.age(), past = history.mode !== 'live';
+      var state = connection.state, age = images.age(), past = !!history.shownEntry();
       if (state !== shownState) {
         shownState = state;
         stateText.className = state;
@@ -604,7 +639,6 @@
     return overlay;
   }
 
-  /* The timeline, from two entries on. */
   function createTimeline(history) {
     var STEP = 250, HOLD = 1000;          // time-lapse; HOLD on the newest
     var box = byId('timeline'), scrub = byId('scrub'), label = byId('tlabel'), newerText = byId('newer');
@@ -616,12 +650,6 @@
       var time = new Date(seconds * 1000);
       return two(time.getHours()) + ':' + two(time.getMinutes()) + ':' + two(time.getSeconds());
     }
-    function describe(entry) {
-      var parts = [typeof entry.time === 'number' ? clock(entry.time) : '#' + entry.id];
-      if (entry.stack_size != null) parts.push('Stack ' + entry.stack_size);
-      if (entry.exposure) parts.push(entry.exposure);
-      return parts.join(' \u00b7 ');
-    }
 
     function update() {
       var count = history.entries.length, live = history.mode === 'live', playing = history.mode === 'playing';
@@ -631,10 +659,12 @@
       var index = !live ? history.index : liveIndex < 0 ? count - 1 : liveIndex;
       scrub.max = count - 1;
       if (!scrubbing || document.activeElement !== scrub) scrub.value = index;
-      setText(label, describe(history.entries[scrubbing ? +scrub.value : index]));
+      var entry = history.entries[scrubbing ? +scrub.value : index], comparing = history.comparing;
       box.classList.toggle('past', !live);
       liveButton.setAttribute('aria-pressed', live);
-      setText(newerText, live || !history.newer ? '' :
+      setText(label, comparing ? describe(history.beforeEntry(), ['Before']) :
+        describe(entry, [typeof entry.time === 'number' ? clock(entry.time) : '#' + entry.id]));
+      setText(newerText, comparing ? describe(history.liveEntry() || {}, ['After']) : live || !history.newer ? '' :
         history.newer + (history.newer === 1 ? ' newer image' : ' newer images'));
       playButton.setAttribute('aria-pressed', playing);
       playButton.setAttribute('aria-label', playing ? 'Pause time-lapse' : 'Play time-lapse');
@@ -729,7 +759,7 @@
       pointers.splice(index, 1);
       pinch = pointers.length > 1 ? pinchOf() : null;
       if (!pointers.length) stage.classList.remove('drag');
-      // double tap: two short taps close together, one finger each
+      // double tap: two short one-finger taps close together
       var x = event.clientX, y = event.clientY, time = now();
       if (event.type !== 'pointerup' || event.pointerType !== 'touch' || severalPointers || pointers.length ||
           time - pointer.time >= 350 || Math.hypot(x - pointer.startX, y - pointer.startY) >= 12) return;
@@ -770,7 +800,7 @@
       var result = method && method.call(leaving ? document : root);
       if (result && result.then) result.then(null, nothing);
     }
-    if (!(document.fullscreenEnabled || document.webkitFullscreenEnabled)) byId('fullpage').classList.add('off');
+    show(byId('fullpage'), document.fullscreenEnabled || document.webkitFullscreenEnabled);
 
     function zoomIn() { view.zoomAt(STEP); }
     function zoomOut() { view.zoomAt(1 / STEP); }
@@ -793,6 +823,101 @@
       event.preventDefault();
     });
     return { fullscreen: function () { return !!fullscreenElement(); } };
+  }
+
+  /* server.json, read again on a title message: the night's title, the Wi-Fi network. */
+  function createServerInfo() {
+    var server = { title: '', wifi: null, onChange: nothing };
+    server.read = createReader('server.json', 'no-store', function (data) {
+      if (!data) return;
+      server.title = data.title || '';
+      server.wifi = data.wifi || null;
+      server.onChange();
+    }).ask;
+    return server;
+  }
+
+  /* The server's QR codes, red at night: this page as this phone opened it (a proxy, a sub-path),
+     the Wi-Fi network. state: 'closed' or 'open'. */
+  function createShare(server, look) {
+    var share = { state: 'closed' }, panel = byId('sharepanel');
+
+    // Only while open: an old image stays until the next loads, white at night.
+    function source(id, url) {
+      if (share.state === 'open' && url) byId(id).src = url;
+      else byId(id).removeAttribute('src');
+    }
+    share.update = function () {
+      var address = location.href.replace(/#.*/, ''), wifi = server.wifi, red = look.red ? 'red=1' : '';
+      show(byId('wifistep'), wifi);
+      setText(byId('ssid'), wifi ? wifi.ssid : '');
+      source('wifiqr', wifi && 'share/wifi.svg?' + red);
+      source('pageqr', 'share/qr.svg?text=' + encodeURIComponent(address) + (red && '&' + red));
+    };
+    function setState(state) {
+      share.state = state;
+      share.update();
+    }
+    onClick('share', function () {
+      setState('open');
+      panel.showModal();
+    });
+    panel.addEventListener('click', function () { panel.close(); });
+    panel.addEventListener('close', function () { setState('closed'); });
+    show(byId('share'), panel.showModal);
+    return share;
+  }
+
+  /* Before and after: the timeline's entry (else the session's first) left of a draggable divider,
+     the live image right of it. */
+  function createCompare(picture, history, view) {
+    var compare = { split: 0.5, beforeId: null }, button = byId('compare'), divider = byId('divider');
+    var bitmap = null;
+    var loads = createSingleFlight({
+      next: function () {
+        var entry = history.comparing && history.beforeEntry();
+        return entry && entry.id !== compare.beforeId ? entry : null;
+      },
+      fetch: function (entry, done) {
+        fetch(entry.url).then(function (response) { return response.blob(); }).then(createImageBitmap)
+          .then(done, function () { done(null); });
+      },
+      answer: function (entry, loaded) {
+        if (!loaded) return;
+        if (!history.comparing) { loaded.close(); return; }
+        bitmap = loaded;
+        compare.beforeId = entry.id;
+        draw();
+      }
+    });
+
+    function draw() { picture.compare(bitmap, compare.split); }
+
+    compare.update = function () {
+      var on = history.comparing;
+      button.disabled = !picture.canvas || history.entries.length < 2;
+      if (on && button.disabled) { history.setComparing(false); return; }
+      button.setAttribute('aria-pressed', on);
+      show(divider, on);
+      if (on) loads.ask();
+      else {
+        bitmap = compare.beforeId = null;
+        draw();
+      }
+    };
+    onClick('compare', function () { history.setComparing(!history.comparing); });
+
+    divider.addEventListener('pointerdown', function (event) {
+      divider.setPointerCapture(event.pointerId);
+      event.preventDefault();
+    });
+    divider.addEventListener('pointermove', function (event) {
+      if (!divider.hasPointerCapture(event.pointerId)) return;
+      compare.split = clamp(event.clientX / view.width, 0, 1);
+      divider.style.left = compare.split * 100 + '%';
+      draw();
+    });
+    return compare;
   }
 
   /* Keep the screen on, once asked (battery; others at a star party): the Wake Lock, else a video
@@ -861,7 +986,7 @@
         if (video) video.pause();
       }
     });
-    // iOS plays the video only from a gesture: any tap may start it.
+    // iOS plays the video only from a gesture: any tap.
     document.addEventListener('click', keepAwake.engage, true);
     document.addEventListener('touchend', keepAwake.engage, true);
     document.addEventListener('visibilitychange', keepAwake.engage);
@@ -878,15 +1003,23 @@
   var images = createImages(picture, history.target);
   var metrics = createMetrics();
   var connection = createConnection();
-  var overlay = createOverlay(images, connection, history, metrics);
+  var server = createServerInfo();
+  var overlay = createOverlay(images, connection, history, metrics, server);
   var timeline = createTimeline(history);
   var controls = createControls(stage, view);
   var keepAwake = createKeepAwake();
+  var share = createShare(server, look);
+  var compare = createCompare(picture, history, view);
 
   history.onChange = function () {
     timeline.update();
     overlay.update();
     images.request();
+    compare.update();
+  };
+  server.onChange = function () {
+    overlay.update();
+    share.update();
   };
   images.onProgress = overlay.update;
   images.onShown = function () {
@@ -896,10 +1029,14 @@
   images.onWantedShown = timeline.playNext;
   metrics.onChange = overlay.update;
   connection.onChange = overlay.update;
-  connection.onOpen = history.connected;
+  connection.onOpen = function () {
+    history.connected();
+    server.read();
+  };
   connection.onMessage = function (message) {
     if (message.type === 'history_entry') history.addEntry(message);
     else if (message.type === 'new_image') history.newImage();
+    else if (message.type === 'title') server.read();
   };
   connection.onClose = function () {      // something to show, even without a socket
     if (!images.loads && images.state() === 'idle') images.request();
@@ -924,7 +1061,8 @@
         awake: { wanted: keepAwake.state !== 'off', lock: keepAwake.state === 'lock', video: keepAwake.state === 'video' },
         session: history.session, entries: history.entries.length, liveId: history.liveId,
         viewIndex: history.mode === 'live' ? -1 : history.index,
-        newer: history.newer, playing: history.mode === 'playing'
+        newer: history.newer, playing: history.mode === 'playing',
+        beforeId: compare.beforeId
       };
     }
   });

@@ -3,7 +3,7 @@
 
 Writes, deterministically:
   assets/icons/{fullpage,home,zoomin,zoomout,download}_{rest,grouphover,hover,pressed}.png
-  assets/icons/{red,boost,awake,play,pause}_rest.png   (the viewer's own toggles)
+  assets/icons/{red,boost,awake,play,pause,reticle,compare,share}_rest.png   (the viewer's own buttons)
   assets/favicon.ico                       (ICO holding 16x16 and 32x32 PNG images)
   assets/keepawake.mp4                     (keep-the-screen-on video, see make_keepawake)
   assets/waiting.jpg                       (dark star field + "Waiting for ..." text)
@@ -33,7 +33,7 @@ NOISE, SKY, QUAL = 0.005, 0.008, 76  # demo frames: noise, sky level, JPEG quali
 ICON_NAMES = ("fullpage", "home", "zoomin", "zoomout", "download")
 ALS_ICON_NAMES = ("fullpage", "home", "zoomin", "zoomout")
 STATES = ("rest", "grouphover", "hover", "pressed")
-TOGGLE_NAMES = ("red", "boost", "awake", "play", "pause")   # rest state only: CSS marks "on"
+TOGGLE_NAMES = ("red", "boost", "awake", "play", "pause", "reticle", "compare", "share")   # rest state only: CSS marks "on"
 
 
 # --------------------------------------------------------------------------- PNG
@@ -175,7 +175,34 @@ def glyph_pause():
                  lambda x, y: sd_box(x, y, 27.0, 12.0, 33.0, 36.0) - 0.8)
 
 
+def glyph_reticle():
+    """A crosshair with a circle: the centre of the screen."""
+    parts = [lambda x, y: sd_ring(x, y, 24.0, 24.0, 9.0, 1.6)]
+    for ax, ay, bx, by in ((24, 5, 24, 17), (24, 31, 24, 43), (5, 24, 17, 24), (31, 24, 43, 24)):
+        parts.append(lambda x, y, a=(ax, ay, bx, by): sd_segment(x, y, a[0], a[1], a[2], a[3], 1.5))
+    return union(*parts)
+
+
+def glyph_compare():
+    """A frame split by a divider, its left part filled: before and after."""
+    frame = lambda x, y: abs(sd_box(x, y, 8.0, 12.0, 40.0, 36.0)) - 1.6
+    divider = lambda x, y: sd_segment(x, y, 24.0, 6.0, 24.0, 42.0, 1.8)
+    before = lambda x, y: sd_box(x, y, 8.0, 12.0, 24.0, 36.0)
+    return union(frame, divider, before)
+
+
+def glyph_share():
+    """Three nodes joined: the page passed on to another phone."""
+    nodes = [(34.0, 12.0), (14.0, 24.0), (34.0, 36.0)]
+    parts = [lambda x, y, c=c: sd_circle(x, y, c[0], c[1], 5.0) for c in nodes]
+    parts.append(polyline([nodes[0], nodes[1], nodes[2]], 1.6))
+    return union(*parts)
+
+
 GLYPHS = {
+    "reticle": glyph_reticle,
+    "compare": glyph_compare,
+    "share": glyph_share,
     "red": glyph_red,
     "boost": glyph_boost,
     "awake": glyph_awake,

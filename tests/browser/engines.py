@@ -302,7 +302,8 @@ class _Processes:
                 os.killpg(proc.pid, signal.SIGKILL)  # the group, even when the leader is gone
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-        for _ in range(3):
+        deadline = time.monotonic() + 5.0     # a big process killed on a busy machine takes a while to go
+        while time.monotonic() < deadline:
             strays = self.marked()
             if not strays:
                 break

@@ -40,21 +40,31 @@ def free_port():
 
 class LiveServer:
     """A real alsserve.ImageServer, in this process, on 127.0.0.1:<free port>,
-    over a fresh temp folder published from the current assets/ viewer.
+    over a fresh temp folder published from the current assets/ viewer; more
+    ImageServer arguments (title, wifi) as keywords.
     ``stop()`` / ``start()`` again keep the port and the folder; ``close()``
-    stops it and removes the folder."""
+    stops it and removes the folder. A port taken by another program between
+    free_port() and the first start (the machine is shared) is traded for
+    another, twice at most."""
 
-    def __init__(self, assets_dir=ASSETS, start=True, quiet=True):
+    def __init__(self, assets_dir=ASSETS, start=True, quiet=True, **options):
         if quiet:
             logging.getLogger("alsserve").setLevel(logging.ERROR)
         self.folder = tempfile.mkdtemp(prefix="alsserve-engines-")
-        self.port = free_port()
-        self.server = alsserve.ImageServer(self.folder, port=self.port, displayed_address="ip:127.0.0.1",
-                                           assets_dir=str(assets_dir))
-        self.origin = "http://127.0.0.1:%d" % self.port
-        self.url = self.origin + "/"
-        if start:
-            self.start()
+        for attempt in range(3):
+            self.port = free_port()
+            self.server = alsserve.ImageServer(self.folder, port=self.port, displayed_address="ip:127.0.0.1",
+                                               assets_dir=str(assets_dir), **options)
+            self.origin = "http://127.0.0.1:%d" % self.port
+            self.url = self.origin + "/"
+            if not start:
+                return
+            try:
+                self.start()
+                return
+            except alsserve.PortInUseError:
+                if attempt == 2:
+                    raise
 
     def start(self):
         url = self.server.start()

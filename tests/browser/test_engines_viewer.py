@@ -28,7 +28,7 @@ BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 READY = "s && s.connection === 'live' && s.imageLoads >= 1 && !s.imageLoading"
 COLOURS = [(220, 40, 40), (40, 200, 70), (50, 70, 230), (235, 215, 40), (20, 180, 180)]
 DUSK = (20, 60, 110)            # a faint blue sky: what red-only and boost act on
-CONTROLS = ("zoomin", "zoomout", "home", "download", "red", "boost", "awake")
+CONTROLS = ("zoomin", "zoomout", "home", "download", "red", "boost", "reticle", "awake", "compare", "share")
 TIMES = {}
 
 STYLE_JS = """

@@ -1,4 +1,5 @@
-"""Renderer memory over a night of 24 MP images (issue 13, item 1).
+"""Renderer memory over a night of 24 MP images (issue 13, item 1), and
+over 30 before/after toggles with them.
 
 Measured on Debian's Chromium driven over the DevTools protocol directly
 (a small client on the `websockets` package), not through Playwright:
@@ -23,6 +24,7 @@ from viewer_support import ALSSERVE_ERROR, CHROMIUM, alsserve, free_port, make_j
 MIB = 1024 * 1024
 WIDTH, HEIGHT = 6000, 4000              # 24 MP, like a full-resolution ALS image
 UPDATES = int(os.environ.get("ALSSERVE_MEMORY_UPDATES", "100"))
+TOGGLES = 30                            # compare on and off
 
 
 def process_rss(root_pid, kind=b"--type=renderer"):
@@ -180,6 +182,58 @@ class MemoryTests(unittest.TestCase):
         self.assertEqual(browser.evaluate("[document.querySelectorAll('#stage canvas').length, "
                                           "document.querySelectorAll('#stage img').length]"), [1, 0])
         self.assertTrue(s["imageUrl"].startswith("blob:"))
+
+    def test_30_compare_toggles_with_24_mp_images_keep_renderer_memory_flat(self):
+        """Before/after holds at most two decoded images: the live one and the
+        session's first, which is let go when compare ends."""
+        images = [make_jpeg(WIDTH, HEIGHT, seed=k, noise=130) for k in range(2)]
+        decoded = WIDTH * HEIGHT * 4
+        for k, image in enumerate(images):
+            self.server.update_metrics(k + 1, 30 * (k + 1))
+            self.server.publish_image(image)
+        deadline = time.monotonic() + 60
+        while len(self.server.history) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        entries = self.server.history
+        self.assertEqual(len(entries), 2)
+        browser = CdpChromium(self.url)
+        self.addCleanup(browser.close)
+        browser.wait("s.connection === 'live' && s.entries === 2 && s.imageId === %d && !s.imageLoading"
+                     % entries[1]["id"], 60)
+        browser.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        time.sleep(1)
+        single = browser.renderer_rss()
+        print("\nmemory: compare, JPEG %d bytes, decoded %d MiB; the live image alone: %s"
+              % (len(images[0]), decoded // MIB, self.figures(browser)))
+        started, comparing, alone = time.monotonic(), {}, {}
+        for k in range(1, TOGGLES + 1):
+            browser.evaluate("document.getElementById('compare').click()")
+            browser.wait("s.beforeId === %d" % entries[0]["id"], 60)
+            browser.evaluate("new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+            if k in (1, TOGGLES) or k % 10 == 0:
+                time.sleep(0.3)
+                comparing[k] = browser.renderer_rss()
+                print("memory: compare on, toggle %2d: %s" % (k, self.figures(browser)))
+            browser.evaluate("document.getElementById('compare').click()")
+            browser.wait("s.beforeId === null", 10)
+            if k in (1, TOGGLES) or k % 10 == 0:
+                time.sleep(0.3)
+                alone[k] = browser.renderer_rss()
+        first, last = comparing[1], comparing[TOGGLES]
+        bound = first + 2 * decoded + 64 * MIB
+        print("memory: live image alone %.0f MiB; comparing after toggle 1 %.0f MiB, after %d %.0f MiB, "
+              "bound %.0f MiB (after 1 + 2 x %d MiB + 64 MiB); compare off after %d: %.0f MiB; "
+              "%d toggles in %.0f s" % (single / MIB, first / MIB, TOGGLES, last / MIB, bound / MIB,
+                                        decoded // MIB, TOGGLES, alone[TOGGLES] / MIB, TOGGLES,
+                                        time.monotonic() - started))
+        self.assertLessEqual(last, bound, "renderer memory grew: %s" % {k: v // MIB for k, v in comparing.items()})
+        self.assertLessEqual(alone[TOGGLES], single + decoded + 64 * MIB,
+                             "the before image is not let go: %s" % {k: v // MIB for k, v in alone.items()})
+        s = browser.evaluate("alsViewer.state()")
+        self.assertEqual((s["imageId"], s["naturalWidth"]), (entries[1]["id"], WIDTH), "the live image stays")
+        self.assertEqual(s["imageLoads"], 1, "compare downloads no live image again")
+        self.assertEqual(browser.evaluate("[document.querySelectorAll('#stage canvas').length, "
+                                          "document.querySelectorAll('#stage img').length]"), [1, 0])
 
     def test_time_lapse_of_300_frames_keeps_renderer_memory_flat(self):
         width, height = 3000, 2000

@@ -15,7 +15,8 @@ from viewer_support import (PHONE, PHONE_LANDSCAPE, TABLET, SubPathProxy, TcpPro
                             acquire_browser, composite, contrast_ratio, demo_frame, make_jpeg,
                             parse_colour, release_browser)
 
-CONTROLS = ["#zoomin", "#zoomout", "#home", "#fullpage", "#download", "#red", "#boost", "#awake"]
+CONTROLS = ["#zoomin", "#zoomout", "#home", "#fullpage", "#download", "#red", "#boost", "#reticle", "#awake",
+            "#compare", "#share"]
 BLACK, WHITE = (0, 0, 0), (255, 255, 255)
 
 
@@ -41,7 +42,7 @@ class LayoutTests(ViewerTestCase):
         vp = self.page.viewport_size
         boxes = {sel: self.box(sel) for sel in CONTROLS}
         shown = {sel: b for sel, b in boxes.items() if b and b["visible"]}
-        self.assertGreaterEqual(len(shown), 7, "%s: controls shown: %s" % (name, sorted(shown)))
+        self.assertGreaterEqual(len(shown), 10, "%s: controls shown: %s" % (name, sorted(shown)))
         for sel, b in shown.items():
             self.assertGreaterEqual(b["width"], 44, "%s: %s is %.0f px wide" % (name, sel, b["width"]))
             self.assertGreaterEqual(b["height"], 44, "%s: %s is %.0f px high" % (name, sel, b["height"]))

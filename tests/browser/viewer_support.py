@@ -335,7 +335,6 @@ class ViewerTestCase(unittest.TestCase):
         self.addCleanup(release_browser)
         self.folder = tempfile.mkdtemp(prefix="alsserve-browser-")
         self.addCleanup(shutil.rmtree, self.folder, True)
-        self.port = free_port()
         self.access = AccessLog()
         server_log = logging.getLogger("alsserve")
         server_log.addHandler(self.access)
@@ -343,10 +342,17 @@ class ViewerTestCase(unittest.TestCase):
         server_log.propagate = False
         self.addCleanup(server_log.setLevel, logging.ERROR)
         self.addCleanup(server_log.removeHandler, self.access)
-        self.server = alsserve.ImageServer(self.folder, port=self.port,
-                                           displayed_address="ip:127.0.0.1", assets_dir=None,
-                                           **self.server_options)
-        self.url = self.server.start()
+        for attempt in range(3):        # a port taken meanwhile by another program: another one
+            self.port = free_port()
+            self.server = alsserve.ImageServer(self.folder, port=self.port,
+                                               displayed_address="ip:127.0.0.1", assets_dir=None,
+                                               **self.server_options)
+            try:
+                self.url = self.server.start()
+                break
+            except alsserve.PortInUseError:
+                if attempt == 2:
+                    raise
         self.addCleanup(self.server.stop, 0.5)
         self.assertEqual(self.url, "http://127.0.0.1:%d/" % self.port)
         self.context = self.browser.new_context(accept_downloads=True, **self.context_options)
