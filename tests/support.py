@@ -70,11 +70,17 @@ class ServerTestCase(unittest.TestCase):
     def setUp(self):
         self.folder = tempfile.mkdtemp(prefix="alsserve-test-")
         self.addCleanup(shutil.rmtree, self.folder, True)
-        self.port = free_port()
         kind = alsserve.ImageServer if self.publish else alsserve.AlsFolderServer
-        self.server = kind(self.folder, port=self.port, displayed_address="ip:127.0.0.1",
-                           settings=alsserve.Settings(**self.settings))
-        self.server.start()
+        for attempt in range(5):        # (another suite may take the free port first)
+            self.port = free_port()
+            self.server = kind(self.folder, port=self.port, displayed_address="ip:127.0.0.1",
+                               settings=alsserve.Settings(**self.settings))
+            try:
+                self.server.start()
+                break
+            except alsserve.PortInUseError:
+                if attempt == 4:
+                    raise
         self.addCleanup(self.server.stop, 0.5)
 
     def write(self, name, data):
