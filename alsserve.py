@@ -2880,6 +2880,7 @@ class Routes:
         self.live_path = live_path      # watch mode: the file web_image.jpg stands for
         self.no_store = no_store
         self.wifi = wifi
+        self.published = None           # web_image.jpg as publish_image gave it, its file not yet written
         self.info = None                # server.json's snapshot
         self.set_title("")
         self._codes = collections.OrderedDict()     # (text, red) -> QR code snapshot, the latest few
@@ -2917,6 +2918,8 @@ class Routes:
                     return Route(snapshot=pending, content_type=content_type_for(entry.name),
                                  cache_control=IMMUTABLE)
                 return Route(path=os.path.join(history.folder, entry.name), cache_control=IMMUTABLE)
+        if segments == [IMAGE_NAME] and self.published is not None:
+            return Route(snapshot=self.published, content_type=CONTENT_TYPES[".jpg"])
         if segments == [SERVER_INFO]:
             return Route(snapshot=self.info, content_type=CONTENT_TYPES[".json"])
         if segments[0] == SHARE_URL_PATH:
@@ -3039,17 +3042,30 @@ class Announcer:
             self.last_entry_id = last.id
             self.history.set_live(last.id)
 
-    def new_image(self, path=None, prepared=None, keep=True):
+    def new_image(self, path=None, prepared=None, keep=True, unwritten=False):
         """path holds a new image (None: the live image's file); prepared:
         prepare_image()'s result when the caller made it (publish_image);
-        keep=False: no history entry (the waiting image). Notifies that pile
-        up while one is read count once."""
+        keep=False: no history entry (the waiting image); unwritten: its
+        file is still being written (file_written() follows). Notifies that
+        pile up while one is read count once."""
         path = path or self.routes.live_path or self.image_path
         if prepared is not None:
-            self.preparing.submit(lambda: None, lambda _result, _error: self._announce(path, keep, prepared, None))
+            self.preparing.submit(lambda: None, lambda _result, _error: self._announce(
+                path, keep, prepared, None, unwritten))
         else:
             job = functools.partial(prepare_image, path, None, self.web_folder, self.history_folder)
             self.preparing.submit(lambda: job, functools.partial(self._announce, path, keep), key=(path, keep))
+
+    def file_written(self, path, snapshot, written):
+        """publish_image's file is in place (written: its stat), or not
+        (None: the file is the truth again). In order with the images."""
+        def settle(_result, _error):
+            if self.routes.published is snapshot:   # (not superseded meanwhile)
+                self.routes.published = None
+                if written is not None:
+                    self.site.files.cache.put(path, FileSnapshot(snapshot.body, written.st_mtime,
+                                                                 stat_version(written)))
+        self.preparing.submit(lambda: None, settle)
 
     def set_title(self, title):
         """A new title for the night (a new target): told to the browsers."""
@@ -3065,7 +3081,7 @@ class Announcer:
                 self._write_history()
         self.preparing.submit(lambda: None, start)
 
-    def _announce(self, path, keep, result, error):
+    def _announce(self, path, keep, result, error, unwritten=False):
         site, history = self.site, self.history
         if error is not None:
             log.error("new image %s could not be read: %s", path, error)
@@ -3076,7 +3092,11 @@ class Announcer:
         if snapshot is None:            # stayed incomplete: browsers get what is served
             site.hub.broadcast(NEW_IMAGE_MESSAGE)
             return
-        site.files.cache.put(path, snapshot)
+        if unwritten:                   # served from memory until its file is in place
+            self.routes.published = snapshot
+        else:
+            self.routes.published = None
+            site.files.cache.put(path, snapshot)
         site.stream.publish(snapshot, content_type_for(path))
         if self.routes.bundle is not None:
             self.routes.live_path = path
@@ -3399,15 +3419,23 @@ class ImageServer:
         self._publish_bytes(check_jpeg(data))
 
     def _publish_bytes(self, data, keep=True):
+        """Announce the bytes, then write the file: browsers need not wait for
+        the disk (a rename over a file can take 10 ms and more; on an SD card, far more)."""
         path = os.path.join(self._writable_folder(), IMAGE_NAME)
-        written = atomic_write(path, data)
-        thread = self._thread
+        thread, snapshot = self._thread, None
         if thread is not None:
             announcer = thread.announcer
-            snapshot = FileSnapshot(data, written.st_mtime, stat_version(written))
+            now = time.time()
+            snapshot = FileSnapshot(data, now, (int(now * 1e6), len(data)))
             # The rest of its disk work here too (small): no executor hop per image.
             prepared = prepare_image(path, snapshot, announcer.web_folder, announcer.history_folder)
-            thread.call(announcer.new_image, path, prepared, keep)
+            thread.call(announcer.new_image, path, prepared, keep, True)
+        written = None
+        try:
+            written = atomic_write(path, data)
+        finally:
+            if snapshot is not None:
+                thread.call(thread.announcer.file_written, path, snapshot, written)
 
     def update_metrics(self, stack_size, total_exposure_seconds):
         """Atomically rewrite data.json. Browsers re-read it on the next notify."""
