@@ -4,12 +4,10 @@ data.json exists, red-only and boost, keep-awake, a sub-path behind a proxy.
 Screenshots go to build/screenshots/."""
 
 import os
-import re
 import time
 import unittest
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 from viewer_support import (PHONE, PHONE_LANDSCAPE, TABLET, SubPathProxy, TcpProxy, ViewerTestCase,
                             acquire_browser, composite, contrast_ratio, demo_frame, make_jpeg,

@@ -9,7 +9,7 @@ import time
 import unittest
 import urllib.request
 
-from viewer_support import (PHONE, ViewerTestCase, acquire_browser, demo_frame, make_jpeg,
+from viewer_support import (PHONE, ViewerTestCase, acquire_browser, demo_frame,
                             release_browser)
 
 FRAME = re.compile(r"/history/(\d+)\.jpg$")

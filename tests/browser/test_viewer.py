@@ -22,7 +22,7 @@ import time
 import unittest
 from pathlib import Path
 
-from viewer_support import (ASSETS, BUDGET, REPO, SCREENSHOTS, VIEWER_FILES, VIEWPORT, TcpProxy,
+from viewer_support import (ASSETS, BUDGET, REPO, VIEWER_FILES, VIEWPORT, TcpProxy,
                             ViewerTestCase, acquire_browser, demo_frame, jpeg_size, png_header,
                             release_browser)
 

@@ -5,7 +5,6 @@ free ports; no browser is downloaded (CHROMIUM is Debian's /usr/bin/chromium).
 """
 
 import base64
-import io
 import json
 import logging
 import re

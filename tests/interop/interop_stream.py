@@ -14,34 +14,18 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "browser"))
 
 import alsserve  # noqa: E402
-from support import free_port  # noqa: E402
+from support import free_port, read  # noqa: E402
+from viewer_support import jpeg_size  # noqa: E402
 
 DEMO = sorted(glob.glob(os.path.join(ROOT, "assets", "demo", "*.jpg")))
-
-
-def jpeg_size(data):
-    """(width, height) from a JPEG's SOF marker."""
-    offset = 2
-    while offset < len(data):
-        marker, length = data[offset + 1], struct.unpack(">H", data[offset + 2:offset + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[offset + 5:offset + 9])
-            return width, height
-        offset += 2 + length
-    raise ValueError("no SOF marker")
-
-
-def read(path):
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def png_size(path):
