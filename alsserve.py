@@ -1529,7 +1529,21 @@ class Turns:
         self.active.discard(transfer)
         if whole:
             self.best_rate = max(self.best_rate, transfer.delivered() / max(now - transfer.started, 0.01))
+        self._pass_on(transfer)
         self._admit(now)
+
+    def _pass_on(self, finished):
+        """What a finished transfer took goes to those that took their share
+        of the link beside it: they will take it at once, and the next one
+        waits until their paces, measured anew, say they do not."""
+        measured = [t for t in self.active if t.rate is not None]
+        if finished.rate is None or not measured:
+            return
+        share = TURN_FILL * (finished.rate + sum(t.rate for t in measured)) / (len(measured) + 1)
+        sharing = [t for t in measured if t.rate >= share]
+        for transfer in sharing:
+            transfer.rate += finished.rate / len(sharing)
+            transfer.samples.clear()
 
     def _room(self, now):
         active = self.active

@@ -6,13 +6,17 @@ pass queued big ones, a client that leaves while waiting leaves the queue,
 and 200 waiting clients cost little memory. (The timing on a shaped link
 is measured by `make bench`'s link case, tests/bench/link.py.)
 """
+import asyncio
+import collections
 import os
 import socket
 import sys
 import threading
 import time
+import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import alsserve  # noqa: E402
 from support import ServerTestCase, make_jpeg, read_response, read_response_head, rss_kib  # noqa: E402
 
 IMAGE = make_jpeg(3 * 1024 * 1024, b"\x42")
@@ -173,6 +177,53 @@ class TurnsTest(ServerTestCase):
         self.wait_for(lambda: not self.turns.waiting, timeout=5, message="the queue emptied")
 
 
+class FakeTransfer:
+    """A transfer as Turns sees it, its pace given."""
+
+    gone = False
+
+    def __init__(self, peer, rate):
+        self.peer, self.rate, self.started = peer, rate, 0.0
+        self.samples = collections.deque([(0.0, 0)], maxlen=alsserve.TURN_WINDOW + 1)
+        self.writer = self.reader = self
+        self.transport = self
+
+    def delivered(self):
+        return 0
+
+    def get_extra_info(self, name):
+        return None                     # (no socket: the send buffer is left alone)
+
+
+class PassOnTest(unittest.TestCase):
+    """When a transfer ends, what it took goes to those that shared the link
+    with it; the next one waits for their paces measured anew."""
+
+    def finish_first(self, rates):
+        """Turns with transfers at these paces (the link's best: their sum);
+        the first ends. The others' rates after, and whether one waiting got its turn."""
+        async def scenario():
+            turns = alsserve.Turns()
+            transfers = [FakeTransfer("10.0.0.%d" % i, rate) for i, rate in enumerate(rates)]
+            turns.active.update(transfers)
+            turns.best_rate, turns.probed = sum(rates), True
+            waiting = FakeTransfer("10.0.0.99", None)
+            waiting.turn = asyncio.get_running_loop().create_future()
+            turns.waiting.append(waiting)
+            turns.done(transfers[0], whole=True)
+            return [t.rate for t in transfers[1:]], waiting.turn.done()
+        return asyncio.run(scenario())
+
+    def test_a_phone_that_shared_the_link_takes_what_is_freed(self):
+        rates, admitted = self.finish_first([1.5e6, 1.5e6])
+        self.assertEqual(rates, [3e6])
+        self.assertFalse(admitted, "the next phone waits: the link is still full")
+
+    def test_a_phone_slow_by_itself_keeps_its_pace_and_the_next_one_starts(self):
+        rates, admitted = self.finish_first([2.75e6, 0.25e6])
+        self.assertEqual(rates, [0.25e6])
+        self.assertTrue(admitted, "the far phone alone leaves the link idle")
+
+
 if __name__ == "__main__":
-    import unittest
     unittest.main()
