@@ -30,7 +30,7 @@ import run  # noqa: E402  (Child, viewer_folder, log)
 LINK_MBIT = 25
 FAR_MBIT = 2
 VIEWERS = 10
-IMAGES = 5          # the first after a start pays the one probe (docs/design.md): the median is of the rest
+IMAGES = 5          # the first after a start pays the one probe (docs/design.md); 5 keep one more from moving the median
 IMAGE_SIZE = 3 * 1024 * 1024
 NAMESPACE = "alsserve-link"
 SERVER_ADDRESS = "10.77.0.1"
