@@ -17,7 +17,7 @@ Standard library only, Python >= 3.8, MIT licence. Use it three ways::
     import alsserve                                # ALS mode: from ALS or any program
     server = alsserve.ImageServer("/path/to/web/folder", port=8000)
     url = server.start()
-    server.publish_image(jpeg_bytes)               # written, then served from memory and announced
+    server.publish_image(jpeg_bytes)               # announced, served from memory, and written
     server.update_metrics(stack_size=12, total_exposure_seconds=360)
     server.stop()
 
@@ -3424,8 +3424,8 @@ class ImageServer:
             thread.call(thread.site.hub.broadcast, text)
 
     def publish_image(self, data_or_path):
-        """Atomically replace web_image.jpg (bytes or a JPEG file), then
-        announce it: browsers get it from memory, no disk read."""
+        """Announce a new web_image.jpg (bytes or a JPEG file) and replace
+        the file atomically: browsers get it from memory, not from the disk."""
         if isinstance(data_or_path, (bytes, bytearray, memoryview)):
             data = bytes(data_or_path)
         else:
