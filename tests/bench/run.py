@@ -1048,10 +1048,12 @@ def link_case():
 
 
 def link_notes():
-    return ("The server runs in a network namespace whose way out is a veth shaped by HTB to 25 Mbit/s; "
-            "10 viewers (imageclients.py, each from an address of its own) fetch each new 3 MB image as in "
-            "row 9; times from the command to each viewer's whole body, medians over 3 images. The far run "
-            "caps one viewer's address at 2 Mbit/s. Ideals are computed from the link rate.\n")
+    import link     # (here: link.py imports this module)
+    return ("The server runs in a network namespace whose way out is a veth shaped by HTB to %d Mbit/s; "
+            "%d viewers (imageclients.py, each from an address of its own) fetch each new %d MB image as in "
+            "row 9; times from the command to each viewer's whole body, medians over %d images. The far run "
+            "caps one viewer's address at %d Mbit/s. Ideals are computed from the link rate.\n"
+            % (link.LINK_MBIT, link.VIEWERS, link.IMAGE_SIZE >> 20, link.IMAGES, link.FAR_MBIT))
 
 
 def main():
