@@ -2039,6 +2039,24 @@ def waiting_image_path(assets_dir):
     return None
 
 
+def publish_viewer(assets_dir, web_folder):
+    """ALS mode's START: the viewer bundle into the web folder, and the
+    waiting image and zero metrics when there are none (a restart keeps
+    the night's image and metrics)."""
+    publish_assets(assets_dir, web_folder)
+    waiting, image = waiting_image_path(assets_dir), os.path.join(web_folder, IMAGE_NAME)
+    if waiting is not None and not os.path.exists(image):
+        atomic_write(image, read_file(waiting))
+    if not os.path.exists(os.path.join(web_folder, METRICS_NAME)):
+        write_metrics(web_folder, 0, 0)
+
+
+def write_metrics(web_folder, stack_size, total_exposure_seconds):
+    """data.json rewritten atomically, in ALS's shape."""
+    atomic_write(os.path.join(web_folder, METRICS_NAME),
+                 metrics_json(stack_size, total_exposure_seconds).encode("ascii"))
+
+
 def read_metrics(web_folder):
     """(stack size, exposure "H:MM:SS") from the folder's data.json, or
     (None, None) when there is none or it is not ALS's shape."""
@@ -3256,6 +3274,9 @@ class ImageServer:
     viewer's share panel offers visitors.
     """
 
+    publishes_viewer = True             # ALS mode's START writes the viewer into the folder
+    no_store = ()                       # names sent with NO_STORE_HEADERS
+
     def __init__(self, web_folder, port=DEFAULT_PORT, displayed_address=ADVERTISED_ADDRESS_AUTO,
                  assets_dir=None, mode=ALS_MODE, bind=WEB_SERVER_BIND_HOST, settings=None,
                  history_folder=None, live_image=None, create_folder=False, title="", wifi=None):
@@ -3314,7 +3335,8 @@ class ImageServer:
                 self.web_folder = web_folder
                 if self.create_folder:
                     os.makedirs(web_folder, exist_ok=True)
-                self._publish()
+                if self.mode == ALS_MODE and self.publishes_viewer:
+                    publish_viewer(self.assets_dir, web_folder)
                 thread = self._prepare(history_folder)
                 thread.start(sock)
             except BaseException:
@@ -3351,37 +3373,21 @@ class ImageServer:
             history_folder = choose_history_folder(web_folder, self.mode, self.history_folder)
         return web_folder, history_folder
 
-    def _publish(self):
-        """ALS mode, after the bind: the viewer, the waiting image and
-        data.json when there are none (a restart keeps the image and metrics)."""
-        if self.mode != ALS_MODE:
-            return
-        publish_assets(self.assets_dir, self.web_folder)
-        waiting = waiting_image_path(self.assets_dir)
-        if waiting is not None and not os.path.exists(os.path.join(self.web_folder, IMAGE_NAME)):
-            atomic_write(os.path.join(self.web_folder, IMAGE_NAME), read_file(waiting))
-        if not os.path.exists(os.path.join(self.web_folder, METRICS_NAME)):
-            atomic_write(os.path.join(self.web_folder, METRICS_NAME), metrics_json(0, 0).encode("ascii"))
-
-    def _routes(self, history):
-        if self.mode == WATCH_MODE:
-            live = self.live_image if self.live_image and is_inside(self.live_image, self.web_folder) \
-                else waiting_image_path(self.assets_dir)
-            return Routes(history, bundle_files(self.assets_dir), live, wifi=self.wifi)
-        return Routes(history, wifi=self.wifi)
-
     def _prepare(self, history_folder):
         """The running parts, the history opened and the live image in memory."""
         history = None
         if history_folder is not None:
             history = History(history_folder, self.settings)
             history.open()
-        routes = self._routes(history)
-        site = Site(self.web_folder, self.settings, routes)
         waiting = waiting_image_path(self.assets_dir)
-        waiting_body = read_file(waiting) if waiting else None
+        if self.mode == WATCH_MODE:
+            live = self.live_image if self.live_image and is_inside(self.live_image, self.web_folder) else waiting
+            routes = Routes(history, bundle_files(self.assets_dir), live, wifi=self.wifi)
+        else:
+            routes = Routes(history, no_store=self.no_store, wifi=self.wifi)
         routes.set_title(self.title)
-        announcer = Announcer(site, routes, self.web_folder, waiting_body, self.title)
+        site = Site(self.web_folder, self.settings, routes)
+        announcer = Announcer(site, routes, self.web_folder, read_file(waiting) if waiting else None, self.title)
         announcer.resume(routes.live_path or os.path.join(self.web_folder, IMAGE_NAME))
         return SiteThread(site, announcer)
 
@@ -3453,8 +3459,7 @@ class ImageServer:
 
     def update_metrics(self, stack_size, total_exposure_seconds):
         """Atomically rewrite data.json. Browsers re-read it on the next notify."""
-        text = metrics_json(stack_size, total_exposure_seconds)
-        atomic_write(os.path.join(self._writable_folder(), METRICS_NAME), text.encode("ascii"))
+        write_metrics(self._writable_folder(), stack_size, total_exposure_seconds)
 
     def reset_image(self):
         """New session: the waiting image and zero metrics come back, a new
@@ -3501,11 +3506,8 @@ class AlsFolderServer(ImageServer):
     """ALS mode as ALS runs it: ALS writes its own files (nothing is
     published), and web_image.jpg and data.json go out as ALS 1.0 sends them."""
 
-    def _publish(self):
-        pass
-
-    def _routes(self, history):
-        return Routes(history, no_store=(IMAGE_NAME, METRICS_NAME), wifi=self.wifi)
+    publishes_viewer = False
+    no_store = (IMAGE_NAME, METRICS_NAME)
 
 
 class Signal:
