@@ -178,7 +178,8 @@ class TurnsTest(ServerTestCase):
 
 
 class FakeTransfer:
-    """A transfer as Turns sees it, its pace given."""
+    """A transfer as Turns sees it, its pace given; also the client's
+    reader, writer and transport for Turns.turn()."""
 
     gone = False
 
@@ -193,6 +194,15 @@ class FakeTransfer:
 
     def get_extra_info(self, name):
         return None                     # (no socket: the send buffer is left alone)
+
+    def get_write_buffer_size(self):
+        return 0
+
+    def is_closing(self):
+        return False
+
+    def at_eof(self):
+        return False
 
 
 class PassOnTest(unittest.TestCase):
@@ -223,6 +233,31 @@ class PassOnTest(unittest.TestCase):
         rates, admitted = self.finish_first([2.75e6, 0.25e6])
         self.assertEqual(rates, [0.25e6])
         self.assertTrue(admitted, "the far phone alone leaves the link idle")
+
+
+class FastNetworkTest(unittest.TestCase):
+    """A body the link carries in under TURN_QUICK goes at once: over a
+    wired LAN or to the laptop's own browser, waiting would only cost."""
+
+    def waits(self, best_rate):
+        """Whether a 3 MB body waits while another has just started."""
+        async def scenario():
+            turns = alsserve.Turns()
+            turns.best_rate, turns.probed = best_rate, True
+            turns.active.add(FakeTransfer("10.0.0.1", None))       # its pace not shown yet
+            client = FakeTransfer("10.0.0.2", None)
+            try:
+                await asyncio.wait_for(turns.turn(client, client, len(IMAGE)), 0.3)
+            except asyncio.TimeoutError:
+                return True
+            return False
+        return asyncio.run(scenario())
+
+    def test_a_fast_network_lets_every_body_go(self):
+        self.assertFalse(self.waits(best_rate=1e9))     # 3 MB in 3 ms
+
+    def test_a_wifi_link_keeps_the_turns(self):
+        self.assertTrue(self.waits(best_rate=3e6))      # 3 MB in 1 s
 
 
 if __name__ == "__main__":
