@@ -1081,7 +1081,8 @@ class Route:
     """How a URL is answered when not as a plain file of the web folder:
     from a file of ours elsewhere (``path``: the viewer bundle, a history
     image), from bytes in memory (``snapshot`` of ``content_type``:
-    history.json), or from the web folder with other ``headers``."""
+    history.json; or a future of one, made on the executor), or from the
+    web folder with other ``headers``."""
 
     __slots__ = ("path", "snapshot", "content_type", "headers")
 
@@ -1174,6 +1175,8 @@ class StaticFiles:
         route = (self.routes(segments, query) if self.routes is not None else None) or Route()
         if route.snapshot is not None:
             entry, content_type, path = route.snapshot, route.content_type, None
+            if asyncio.isfuture(entry):     # being made off the loop; shared, so not cancelled with us
+                entry = await asyncio.shield(entry)
         else:
             path = route.path or os.path.join(self.root, *segments)
             content_type = content_type_for(path)
@@ -2888,8 +2891,16 @@ def build_no_cache_file_response(static_path, file_name):
 
 SERVER_INFO = "server.json"
 SHARE_URL_PATH = "share"
-QR_TEXT_LIMIT = 212                     # bytes a version 10 code of level M holds (not ASCII: 211)
+QR_TEXT_LIMIT = 212                     # bytes a version 10 code of level M holds (213 if all ASCII)
 QR_COLOURS = {"": ("#fff", "#000"), "1": ("#a00000", "#000")}   # ?red=1: a red panel at night
+
+
+def qr_code_snapshot(text, red):
+    """A QR code as an SVG snapshot, its version the content's. Up to
+    20 ms of pure Python: made on the executor, not on the loop."""
+    light, dark = QR_COLOURS.get(red, QR_COLOURS[""])
+    body = qr_svg(text, light, dark).encode("ascii")
+    return FileSnapshot(body, time.time(), (zlib.crc32(body), len(body)))
 
 
 class Routes:
@@ -2915,7 +2926,7 @@ class Routes:
         self.published = None           # web_image.jpg as publish_image gave it, its file not yet written
         self.info = None                # server.json's snapshot
         self.set_title("")
-        self._codes = collections.OrderedDict()     # (text, red) -> QR code snapshot, the latest few
+        self._codes = collections.OrderedDict()     # (text, red) -> future of its snapshot, the latest few
 
     def set_title(self, title):
         wifi = self.wifi and {"ssid": self.wifi.ssid, "security": self.wifi.security}
@@ -2924,17 +2935,16 @@ class Routes:
         self.info = FileSnapshot(body, now, (int(now * 1e6), len(body)))
 
     def qr_code(self, text, red):
-        """A QR code as an SVG snapshot, made once for its text and colours."""
+        """A QR code, made once for its text and colours (requests that come
+        while it is made wait for the same one)."""
         key = (text, red)
-        snapshot = self._codes.pop(key, None)
-        if snapshot is None:
-            light, dark = QR_COLOURS.get(red, QR_COLOURS[""])
-            body = qr_svg(text, light, dark).encode("ascii")
-            snapshot = FileSnapshot(body, time.time(), (zlib.crc32(body), len(body)))
-        self._codes[key] = snapshot
+        code = self._codes.pop(key, None)
+        if code is None:
+            code = asyncio.get_running_loop().run_in_executor(None, qr_code_snapshot, text, red)
+        self._codes[key] = code
         while len(self._codes) > 32:
             self._codes.popitem(last=False)
-        return Route(snapshot=snapshot, content_type=CONTENT_TYPES[".svg"], cache_control=IMMUTABLE)
+        return Route(snapshot=code, content_type=CONTENT_TYPES[".svg"], cache_control=IMMUTABLE)
 
     def __call__(self, segments, query=""):
         history = self.history
