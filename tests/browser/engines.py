@@ -656,3 +656,17 @@ class BrowserPerClass:
         seconds = cls.times[cls.engine] = time.monotonic() - cls.started
         sys.stderr.write("\n[%s: %.1f s for the class, browser start %.1f s]\n"
                          % (cls.engine, seconds, cls.browser.startup_seconds))
+
+
+ENGINE_CLASS_NAMES = {"chromium": "Chromium", "firefox": "Firefox", "webkitgtk": "WebKitGTK", "wpe": "WPE"}
+
+
+def test_case_per_engine(mixin, namespace):
+    """One unittest.TestCase per engine from a BrowserPerClass mixin named
+    <What>EngineTests, put into the test module's namespace (where discovery
+    looks) as ChromiumWhatTests, FirefoxWhatTests and so on."""
+    what = mixin.__name__[:-len("EngineTests")]
+    for engine in ENGINES:
+        name = ENGINE_CLASS_NAMES[engine] + what + "Tests"
+        namespace[name] = type(name, (mixin, unittest.TestCase),
+                               {"engine": engine, "__module__": namespace["__name__"]})

@@ -370,20 +370,7 @@ class PartyEngineTests(engines.BrowserPerClass):
         self.assertGreaterEqual(count, 1, "no circle")
 
 
-class ChromiumPartyTests(PartyEngineTests, unittest.TestCase):
-    engine = "chromium"
-
-
-class FirefoxPartyTests(PartyEngineTests, unittest.TestCase):
-    engine = "firefox"
-
-
-class WebKitGTKPartyTests(PartyEngineTests, unittest.TestCase):
-    engine = "webkitgtk"
-
-
-class WPEPartyTests(PartyEngineTests, unittest.TestCase):
-    engine = "wpe"
+engines.test_case_per_engine(PartyEngineTests, globals())
 
 
 if __name__ == "__main__":

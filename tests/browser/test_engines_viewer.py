@@ -312,20 +312,7 @@ class ViewerEngineTests(engines.BrowserPerClass):
         self.assert_clean()
 
 
-class ChromiumViewerTests(ViewerEngineTests, unittest.TestCase):
-    engine = "chromium"
-
-
-class FirefoxViewerTests(ViewerEngineTests, unittest.TestCase):
-    engine = "firefox"
-
-
-class WebKitGTKViewerTests(ViewerEngineTests, unittest.TestCase):
-    engine = "webkitgtk"
-
-
-class WPEViewerTests(ViewerEngineTests, unittest.TestCase):
-    engine = "wpe"
+engines.test_case_per_engine(ViewerEngineTests, globals())
 
 
 if __name__ == "__main__":
