@@ -4044,8 +4044,8 @@ def _run(args):
         return 0
     server = _server_from_arguments(args)
     demo = DemoSession(server, server.assets_dir) if args.demo else None
-    stop = threading.Event()
-    previous_handlers = _install_signal_handlers(stop)
+    stop_requests = []
+    previous_handlers = _install_signal_handlers(stop_requests)
     try:
         # What the folder holds now is the first live image (watch mode).
         watching = server.mode == WATCH_MODE
@@ -4063,7 +4063,7 @@ def _run(args):
                 watcher = None
         summary = BrowserSummary(server)
         next_demo = time.monotonic()
-        while not stop.is_set():
+        while not stop_requests:
             now = time.monotonic()
             if demo is not None and now >= next_demo:
                 stack_size = demo.next_frame()
@@ -4078,7 +4078,7 @@ def _run(args):
                 elif metrics_changed:
                     server.notify_browsers_about_new_image()
             summary.poll(now)
-            stop.wait(WATCH_INTERVAL)
+            time.sleep(WATCH_INTERVAL)
     finally:
         server.stop()
         _restore_signal_handlers(previous_handlers)
@@ -4086,8 +4086,11 @@ def _run(args):
     return 0
 
 
-def _install_signal_handlers(stop):
-    """Ctrl-C and SIGTERM stop gracefully, even when the shell ignored SIGINT."""
+def _install_signal_handlers(stop_requests):
+    """Ctrl-C and SIGTERM stop gracefully, even when the shell ignored SIGINT.
+    A handler only appends the signal to stop_requests: it runs inside
+    whatever the main thread was doing, and a lock taken there (an Event's
+    set()) can deadlock with one that thread holds."""
     previous = {}
     if threading.current_thread() is not threading.main_thread():
         return previous
@@ -4095,7 +4098,7 @@ def _install_signal_handlers(stop):
         number = getattr(signal, name, None)
         if number is not None:
             try:
-                previous[number] = signal.signal(number, lambda *_: stop.set())
+                previous[number] = signal.signal(number, lambda number, _frame: stop_requests.append(number))
             except (OSError, ValueError):
                 pass
     return previous

@@ -203,6 +203,26 @@ class RunTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertNotIn("INFO", err)                   # -q: no request log, no info
 
+    def test_the_stop_handler_takes_no_lock(self):
+        # A handler runs wherever the main thread was, maybe holding a lock:
+        # one it took too (an Event's set()) could deadlock the stop.
+        requests = []
+        self.addCleanup(alsserve._restore_signal_handlers, alsserve._install_signal_handlers(requests))
+        handler = signal.getsignal(signal.SIGINT)
+        lock_types = (type(threading.Lock()), type(threading.RLock()))
+        taken = []
+
+        def profile(_frame, event, argument):
+            if event == "c_call" and isinstance(getattr(argument, "__self__", None), lock_types):
+                taken.append(argument.__name__)
+        sys.setprofile(profile)
+        try:
+            handler(signal.SIGINT, None)
+        finally:
+            sys.setprofile(None)
+        self.assertEqual(requests, [signal.SIGINT])
+        self.assertEqual(taken, [])
+
     def request(self, cli, path="/data.json"):
         with socket.create_connection(("127.0.0.1", cli.port), timeout=5) as sock:
             sock.sendall(b"GET " + path.encode() + b" HTTP/1.0\r\n\r\n")
