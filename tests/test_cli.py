@@ -34,7 +34,7 @@ def temporary_folder(test, prefix="alsserve-cli-"):
 def cli_environment(cache):
     """The environment of a CLI run: the user's cache folder (watch mode's
     history) in a folder of the test, alsserve importable from any cwd."""
-    env = dict(os.environ, XDG_CACHE_HOME=cache, PYTHONPATH=ROOT)
+    env = dict(os.environ, XDG_CACHE_HOME=cache, PYTHONPATH=ROOT, PYTHONFAULTHANDLER="1")
     env.pop("PYTHONWARNINGS", None)
     return env
 
@@ -85,7 +85,12 @@ class CLIProcess:
     def stop(self, sig=signal.SIGINT, timeout=5):
         self.proc.send_signal(sig)
         start = time.monotonic()
-        out, err = self.proc.communicate(timeout=timeout)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGABRT)       # the fault handler prints every thread
+            out, err = self.proc.communicate()
+            raise AssertionError("still running %.0f s after %s:\n%s" % (timeout, sig, err[-6000:]))
         return self.proc.returncode, time.monotonic() - start, out, err
 
     def kill(self):
