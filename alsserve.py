@@ -1452,7 +1452,7 @@ def unacknowledged_bytes(sock):
         import fcntl
         import termios
         return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
-    except (ImportError, AttributeError, OSError):
+    except (ImportError, AttributeError, OSError, ValueError):     # ValueError: closed (fileno -1)
         return 0
 
 
@@ -1574,15 +1574,25 @@ class Turns:
     def _admit(self, now):
         while self.waiting:
             transfer = self.waiting[0]
-            if transfer.gone:
-                self.waiting.popleft()
-                transfer.turn.set_exception(ConnectionResetError("left while waiting"))
+            if self._left(transfer):
+                self._leave(transfer)
             elif self._room(now):
                 self.waiting.popleft()
                 self._start(transfer)
                 transfer.turn.set_result(None)
             else:
                 break
+
+    @staticmethod
+    def _left(transfer):
+        """Its client closed, or its task was cancelled (STOP) and has not
+        left the queue yet."""
+        return transfer.gone or transfer.turn.done()
+
+    def _leave(self, transfer):
+        self.waiting.remove(transfer)
+        if not transfer.turn.done():
+            transfer.turn.set_exception(ConnectionResetError("left while waiting"))
 
     def _tick_later(self):
         if self._timer is None:
@@ -1601,9 +1611,8 @@ class Turns:
             self._learn_paces(now)
             while len(self.paces) > 256:
                 self.paces.popitem(last=False)
-        for transfer in [t for t in self.waiting if t.gone]:
-            self.waiting.remove(transfer)
-            transfer.turn.set_exception(ConnectionResetError("left while waiting"))
+        for transfer in [t for t in self.waiting if self._left(t)]:
+            self._leave(transfer)
         self._admit(now)
         if self.active or self.waiting:
             self._tick_later()

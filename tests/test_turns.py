@@ -235,6 +235,30 @@ class PassOnTest(unittest.TestCase):
         self.assertTrue(admitted, "the far phone alone leaves the link idle")
 
 
+class StopTest(unittest.TestCase):
+    """What STOP does to transfers on their way or waiting: their sockets
+    closed, their tasks cancelled. Turns goes on without an error."""
+
+    def test_a_closed_socket_holds_nothing_in_flight(self):
+        sock = socket.socket()
+        sock.close()
+        self.assertEqual(alsserve.unacknowledged_bytes(sock), 0)
+
+    def test_a_waiting_transfer_whose_task_was_cancelled_leaves_the_queue(self):
+        async def scenario():
+            turns = alsserve.Turns()
+            turns.best_rate, turns.probed = 3e6, True
+            active = FakeTransfer("10.0.0.1", 3e6)
+            turns.active.add(active)
+            waiting = FakeTransfer("10.0.0.2", None)
+            waiting.turn = asyncio.get_running_loop().create_future()
+            turns.waiting.append(waiting)
+            waiting.turn.cancel()           # as Task.cancel() does to the future its task awaits,
+            turns.done(active, whole=True)  # and the task's own cleanup runs later
+            return turns.active, list(turns.waiting)
+        self.assertEqual(asyncio.run(scenario()), (set(), []))
+
+
 class FastNetworkTest(unittest.TestCase):
     """A body the link carries in under TURN_QUICK goes at once: over a
     wired LAN or to the laptop's own browser, waiting would only cost."""
