@@ -302,7 +302,7 @@ class _Processes:
                 os.killpg(proc.pid, signal.SIGKILL)  # the group, even when the leader is gone
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(5)
-        deadline = time.monotonic() + 5.0     # a big process killed on a busy machine takes a while to go
+        deadline = time.monotonic() + 20.0    # a big process killed on a busy machine takes a while to go
         while time.monotonic() < deadline:
             strays = self.marked()
             if not strays:
@@ -423,7 +423,7 @@ class Browser:
             shutil.copyfile(self.log_path, LOG_DIR / ("%s-%s.log" % (self.engine, size)))
         shutil.rmtree(self.tmp, ignore_errors=True)
         if strays:
-            raise EngineError("%s: processes %s survived SIGKILL" % (self.engine, strays))
+            raise EngineError("%s: processes survived SIGKILL: %s" % (self.engine, "; ".join(map(_describe, strays))))
 
 
 # Firefox with devtools.console.stdout.content: 'console.error: "text"' for a
@@ -433,6 +433,17 @@ class Browser:
 # resource:/chrome: URL: those are not the page's.
 _FIREFOX_ERROR = re.compile(r"^\s*(console\.error: (?![A-Za-z][\w.-]*:( |$))|"
                             r"JavaScript error: (?!resource:|chrome:|moz-))")
+
+
+def _describe(pid):
+    """A process as ps would show it: pid, state, wait channel, command line."""
+    def read(name):
+        try:
+            return Path("/proc/%d/%s" % (pid, name)).read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return "?"
+    state = next((line.split(None, 1)[1] for line in read("status").splitlines() if line.startswith("State:")), "?")
+    return "%d %s (%s) %s" % (pid, state, read("wchan"), read("cmdline").replace("\0", " ")[:120])
 
 
 def _tail(path, n=30):
