@@ -479,6 +479,45 @@ class EngineTests(engines.BrowserPerClass):
         self.assertFalse(os.path.exists(phone.tmp), phone.tmp)
 
 
+class ClickTests(unittest.TestCase):
+    """Element Click when WebKit's driver answers "unknown error" with no
+    message: sent again only when the page received no click."""
+
+    class Session:
+        def __init__(self, answers, clicks_landed):
+            self.answers, self.clicks_landed = list(answers), clicks_landed
+            self.clicks_sent, self.page_clicks = 0, 0
+
+        def execute(self, script):
+            return self.page_clicks
+
+        def command(self, method, path, body):
+            self.clicks_sent += 1
+            if self.clicks_landed.pop(0):
+                self.page_clicks += 1
+            answer = self.answers.pop(0)
+            if answer is not None:
+                raise answer
+
+    def click(self, answers, clicks_landed):
+        session = self.Session(answers, clicks_landed)
+        webdriver.Element(session, "e1").click()
+        return session.clicks_sent, session.page_clicks
+
+    def test_a_lost_click_is_sent_again(self):
+        lost = webdriver.WebDriverError("unknown error", "")
+        self.assertEqual(self.click([lost, None], [False, True]), (2, 1))
+
+    def test_a_click_the_page_received_is_not_repeated(self):
+        self.assertEqual(self.click([webdriver.WebDriverError("unknown error", "")], [True]), (1, 1))
+
+    def test_other_errors_are_raised(self):
+        for error in (webdriver.WebDriverError("unknown error", "it broke"),
+                      webdriver.WebDriverError("element not interactable", "")):
+            with self.assertRaises(webdriver.WebDriverError):
+                self.click([error], [False])
+
+
 class LauncherTests(unittest.TestCase):
     """close() when the driver hangs: bounded, and nothing left behind."""
 
